@@ -1,0 +1,24 @@
+// Every error the service can answer with, in one table. Core modules (engine, batcher, registry) throw these
+// too: they carry a code and a status but know nothing of Fastify. The HTTP error handler turns any of them into
+// the one body shape of api.md: { statusCode, code, error, message }.
+import createError from '@fastify/error';
+
+export const errors = {
+  SNOOPI_VALIDATION: createError('SNOOPI_VALIDATION', 'Invalid request: %s', 400),
+  SNOOPI_BAD_JSON: createError('SNOOPI_BAD_JSON', 'Body is not valid JSON: %s', 400),
+  SNOOPI_SCALE_OUT_OF_RANGE: createError('SNOOPI_SCALE_OUT_OF_RANGE', 'negative_scale %s is outside 0..%s for model %s', 400),
+  SNOOPI_UNAUTHORIZED: createError('SNOOPI_UNAUTHORIZED', 'Missing or invalid bearer token', 401),
+  SNOOPI_ROUTE_NOT_FOUND: createError('SNOOPI_ROUTE_NOT_FOUND', 'Route %s %s not found', 404),
+  SNOOPI_MODEL_NOT_FOUND: createError('SNOOPI_MODEL_NOT_FOUND', 'Model %s not found; known models: %s', 404),
+  SNOOPI_JOB_NOT_FOUND: createError('SNOOPI_JOB_NOT_FOUND', 'Job %s not found', 404),
+  SNOOPI_NOT_ACCEPTABLE: createError('SNOOPI_NOT_ACCEPTABLE', '%s', 406),
+  SNOOPI_BODY_TOO_LARGE: createError('SNOOPI_BODY_TOO_LARGE', 'Request body is larger than %s bytes', 413),
+  SNOOPI_UNSUPPORTED_MEDIA_TYPE: createError('SNOOPI_UNSUPPORTED_MEDIA_TYPE', 'Content-Type %s is not supported; send application/json', 415),
+  SNOOPI_QUEUE_FULL: createError('SNOOPI_QUEUE_FULL', 'The queue for model %s is full (%s images waiting); retry later', 429),
+  SNOOPI_NOT_READY: createError('SNOOPI_NOT_READY', 'The service is not ready: %s', 503),
+  SNOOPI_SHUTTING_DOWN: createError('SNOOPI_SHUTTING_DOWN', 'The service is shutting down', 503),
+  SNOOPI_DEADLINE_EXCEEDED: createError('SNOOPI_DEADLINE_EXCEEDED', 'The request waited %s ms, past its deadline of %s ms', 504),
+  SNOOPI_ENGINE_FAILED: createError('SNOOPI_ENGINE_FAILED', 'Inference failed: %s', 500),
+} as const;
+
+export type ErrorCode = keyof typeof errors;
