@@ -6,6 +6,7 @@ import createError from '@fastify/error';
 export const errors = {
   SNOOPI_VALIDATION: createError('SNOOPI_VALIDATION', 'Invalid request: %s', 400),
   SNOOPI_BAD_JSON: createError('SNOOPI_BAD_JSON', 'Body is not valid JSON: %s', 400),
+  SNOOPI_BAD_REQUEST: createError('SNOOPI_BAD_REQUEST', 'Malformed request: %s', 400),
   SNOOPI_SCALE_OUT_OF_RANGE: createError('SNOOPI_SCALE_OUT_OF_RANGE', 'negative_scale %s is outside 0..%s for model %s', 400),
   SNOOPI_UNAUTHORIZED: createError('SNOOPI_UNAUTHORIZED', 'Missing or invalid bearer token', 401),
   SNOOPI_ROUTE_NOT_FOUND: createError('SNOOPI_ROUTE_NOT_FOUND', 'Route %s %s not found', 404),
@@ -14,11 +15,14 @@ export const errors = {
   SNOOPI_NOT_ACCEPTABLE: createError('SNOOPI_NOT_ACCEPTABLE', '%s', 406),
   SNOOPI_BODY_TOO_LARGE: createError('SNOOPI_BODY_TOO_LARGE', 'Request body is larger than %s bytes', 413),
   SNOOPI_UNSUPPORTED_MEDIA_TYPE: createError('SNOOPI_UNSUPPORTED_MEDIA_TYPE', 'Content-Type %s is not supported; send application/json', 415),
+  SNOOPI_CLIENT_DISCONNECTED: createError('SNOOPI_CLIENT_DISCONNECTED', 'The client disconnected before its batch ran; the request was dropped', 499),
   SNOOPI_QUEUE_FULL: createError('SNOOPI_QUEUE_FULL', 'The queue for model %s is full (%s images waiting); retry later', 429),
   SNOOPI_NOT_READY: createError('SNOOPI_NOT_READY', 'The service is not ready: %s', 503),
   SNOOPI_SHUTTING_DOWN: createError('SNOOPI_SHUTTING_DOWN', 'The service is shutting down', 503),
   SNOOPI_DEADLINE_EXCEEDED: createError('SNOOPI_DEADLINE_EXCEEDED', 'The request waited %s ms, past its deadline of %s ms', 504),
   SNOOPI_ENGINE_FAILED: createError('SNOOPI_ENGINE_FAILED', 'Inference failed: %s', 500),
+  SNOOPI_MODEL_LOAD_FAILED: createError('SNOOPI_MODEL_LOAD_FAILED', 'Model %s could not be loaded: %s', 500),
+  SNOOPI_INTERNAL: createError('SNOOPI_INTERNAL', 'Internal error; the request id is in the logs', 500),
 } as const;
 
 export type ErrorCode = keyof typeof errors;

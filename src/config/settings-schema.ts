@@ -1,0 +1,87 @@
+// Every setting of the service: its type, range, default and description (schema), and where it is read from (an
+// environment variable and a --flag). The help text, the parser and the validation all come from this one table.
+import { Type, type Static } from '@fastify/type-provider-typebox';
+import { join } from 'node:path';
+import { repoRoot } from './paths.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+export const SettingsSchema = Type.Object(
+  {
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'TCP port to listen on (0: any free port)' }),
+    host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address to listen on' }),
+    modelsDir: Type.String({ minLength: 1, default: join(repoRoot, 'models'), description: 'registry root: one folder per model package' }),
+    adminToken: Type.Optional(
+      Type.String({ minLength: 16, description: 'bearer token of the admin routes (unset: admin routes answer 404)' }),
+    ),
+    executionProvider: Type.Enum(['cpu', 'cuda'], {
+      type: 'string',
+      default: 'cpu',
+      description: 'onnxruntime execution provider (cuda falls back to cpu when CUDA cannot load)',
+    }),
+    intraOpThreads: Type.Integer({
+      minimum: 0,
+      maximum: 1024,
+      default: 2,
+      description: 'onnxruntime intra-op threads per session (0: onnxruntime chooses, one per core)',
+    }),
+    maxBatch: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'most images in one generator call' }),
+    maxQueueRows: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 256,
+      description: 'most images waiting per model; beyond it /generate answers 429',
+    }),
+    deadlineMs: Type.Integer({
+      minimum: 1,
+      maximum: 3_600_000,
+      default: 10_000,
+      description: 'a request still queued after this many ms answers 504',
+    }),
+    cacheBytes: Type.Integer({
+      minimum: KiB,
+      maximum: 64 * 1024 * MiB,
+      default: 64 * MiB,
+      description: 'bytes of text embeddings kept in the LRU cache',
+    }),
+    bodyLimit: Type.Integer({ minimum: KiB, maximum: 16 * MiB, default: 64 * KiB, description: 'largest request body in bytes (413 beyond)' }),
+    shutdownGraceMs: Type.Integer({
+      minimum: 0,
+      maximum: 600_000,
+      default: 10_000,
+      description: 'on SIGTERM/SIGINT, how long in-flight requests may take before connections are cut',
+    }),
+    logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+      type: 'string',
+      default: 'info',
+      description: 'pino log level',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export type Settings = Static<typeof SettingsSchema>;
+export type SettingKey = keyof Settings;
+
+export interface SettingSource {
+  env: string;
+  flag: string;
+}
+
+// Where each setting comes from. A flag wins over the environment; the schema default applies when neither is set.
+export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
+  port: { env: 'PORT', flag: '--port' },
+  host: { env: 'HOST', flag: '--host' },
+  modelsDir: { env: 'SNOOPI_MODELS_DIR', flag: '--models-dir' },
+  adminToken: { env: 'SNOOPI_ADMIN_TOKEN', flag: '--admin-token' },
+  executionProvider: { env: 'SNOOPI_EXECUTION_PROVIDER', flag: '--execution-provider' },
+  intraOpThreads: { env: 'SNOOPI_INTRA_OP_THREADS', flag: '--intra-op-threads' },
+  maxBatch: { env: 'SNOOPI_MAX_BATCH', flag: '--max-batch' },
+  maxQueueRows: { env: 'SNOOPI_MAX_QUEUE_ROWS', flag: '--max-queue-rows' },
+  deadlineMs: { env: 'SNOOPI_DEADLINE_MS', flag: '--deadline-ms' },
+  cacheBytes: { env: 'SNOOPI_CACHE_BYTES', flag: '--cache-bytes' },
+  bodyLimit: { env: 'SNOOPI_BODY_LIMIT', flag: '--body-limit' },
+  shutdownGraceMs: { env: 'SNOOPI_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms' },
+  logLevel: { env: 'SNOOPI_LOG_LEVEL', flag: '--log-level' },
+};

@@ -1,0 +1,83 @@
+// The HTTP app: a plain factory. It takes validated settings and a generation service built elsewhere; plugins wire
+// them in (decorate, declare dependencies, release in onClose), then the routes are registered. Nothing listens
+// here: the serve command calls listen(), tests call inject() or listen on port 0.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Settings } from '../config/settings.js';
+import type { InferenceService } from './inference-service.js';
+import docs from './plugins/docs.js';
+import errorHandler from './plugins/error-handler.js';
+import generation from './plugins/generation.js';
+import gracefulShutdown from './plugins/graceful-shutdown.js';
+import loadShedding from './plugins/load-shedding.js';
+import metrics from './plugins/metrics.js';
+import generateRoutes from './routes/generate.js';
+import healthRoutes from './routes/health.js';
+import metricsRoute from './routes/metrics.js';
+import modelRoutes from './routes/models.js';
+
+export interface BuildAppOptions {
+  /** Install SIGTERM/SIGINT handlers that shut the app down gracefully (the serve command). */
+  handleSignals?: boolean;
+  /** A pino logger shared with the service (the serve command); by default the app makes its own at settings.logLevel. */
+  logger?: FastifyBaseLogger;
+}
+
+const requestIdPattern = /^[\w.:-]{1,128}$/;
+
+// A caller's X-Request-Id is kept when it is a sane token, so one id follows a request across services.
+function requestId(request: IncomingMessage): string {
+  const given = request.headers['x-request-id'];
+  return typeof given === 'string' && requestIdPattern.test(given) ? given : randomUUID();
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    settings: Settings;
+  }
+  interface FastifyContextConfig {
+    /** A probe or scrape route, called every few seconds: no "request received/completed" log lines. */
+    probe?: boolean;
+  }
+}
+
+export function buildApp(settings: Settings, service: InferenceService, options: BuildAppOptions = {}): FastifyInstance {
+  const app = Fastify({
+    ...(options.logger === undefined ? { logger: { level: settings.logLevel } } : { loggerInstance: options.logger }),
+    logController: new LogController({ disableRequestLogging: (request) => request.routeOptions.config.probe === true }),
+    genReqId: requestId,
+    bodyLimit: settings.bodyLimit,
+    // Shutdown answers are ours (503 SNOOPI_SHUTTING_DOWN with Retry-After), not Fastify's built-in 503.
+    return503OnClosing: false,
+    ajv: {
+      customOptions: {
+        // Reject unknown fields and wrong types instead of dropping or coercing them.
+        removeAdditional: false,
+        coerceTypes: false,
+        useDefaults: true,
+      },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorate('settings', settings);
+  // Only JSON bodies are accepted: without the text/plain parser, any other content type is a 415.
+  app.removeContentTypeParser('text/plain');
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  app.register(errorHandler);
+  app.register(generation, { service });
+  app.register(gracefulShutdown, { graceMs: settings.shutdownGraceMs, handleSignals: options.handleSignals ?? false });
+  app.register(loadShedding);
+  app.register(metrics);
+  app.register(docs);
+
+  app.register(healthRoutes);
+  app.register(modelRoutes);
+  app.register(generateRoutes);
+  app.register(metricsRoute);
+  return app;
+}

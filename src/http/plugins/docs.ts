@@ -1,0 +1,31 @@
+// OpenAPI 3 generated from the route schemas (@fastify/swagger), Swagger UI at /docs and the document at
+// /openapi.json. Nothing here depends on the environment, so `snoopi openapi` writes the same file everywhere.
+import fp from 'fastify-plugin';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance } from 'fastify';
+import { packageInfo } from '../../config/paths.js';
+import { ErrorBody } from '../schemas/error.js';
+
+export default fp(
+  async function docs(app: FastifyInstance) {
+    app.addSchema(ErrorBody);
+    await app.register(swagger, {
+      openapi: {
+        openapi: '3.0.3',
+        info: { title: packageInfo.name, version: packageInfo.version, description: packageInfo.description },
+        servers: [{ url: 'http://localhost:8080', description: 'a local `npm start` with the default PORT' }],
+        tags: [
+          { name: 'generate', description: 'text to image' },
+          { name: 'models', description: 'the model registry' },
+          { name: 'operations', description: 'health, readiness and metrics' },
+        ],
+      },
+      // Shared schemas keep their $id as their name under components.schemas.
+      refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+    });
+    await app.register(swaggerUi, { routePrefix: '/docs' });
+    app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  },
+  { name: 'snoopi-docs' },
+);

@@ -1,0 +1,77 @@
+// Turns every error into the one body of api.md, { statusCode, code, error, message }, with a code from the one
+// table (src/errors.ts). Fastify's own errors (validation, body parsing, limits) are translated to our codes here;
+// an error that is neither ours nor Fastify's is a bug: 500 SNOOPI_INTERNAL, logged with its stack, never shown.
+import { STATUS_CODES } from 'node:http';
+import fp from 'fastify-plugin';
+import type { FastifyError, FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify';
+import { errors, type ErrorCode } from '../../errors.js';
+import { retryAfterSeconds, type ErrorBody } from '../schemas/error.js';
+
+function isOurs(error: FastifyError): boolean {
+  return typeof error.code === 'string' && Object.hasOwn(errors, error.code) && typeof error.statusCode === 'number';
+}
+
+/** One sentence naming the field and the rule it broke, e.g. "body/num_images must be <= 8". */
+export function describeValidation(issue: FastifySchemaValidationError, context: string): string {
+  const params = issue.params as Record<string, unknown>;
+  const path = `${context}${issue.instancePath}`;
+  switch (issue.keyword) {
+    case 'additionalProperties':
+      return `${path}/${String(params.additionalProperty)} is not a known field`;
+    case 'required':
+      return `${path}/${String(params.missingProperty)} is required`;
+    case 'enum':
+      return `${path} must be one of ${(params.allowedValues as unknown[]).join(', ')}`;
+    default:
+      return `${path} ${issue.message ?? 'is invalid'}`;
+  }
+}
+
+function translate(error: FastifyError, request: FastifyRequest, bodyLimit: number): FastifyError {
+  if (isOurs(error)) return error;
+  if (error.validation) {
+    return errors.SNOOPI_VALIDATION(describeValidation(error.validation[0]!, error.validationContext ?? 'body'));
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return errors.SNOOPI_BAD_JSON('it does not parse');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return errors.SNOOPI_BAD_JSON('it is empty');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return errors.SNOOPI_BODY_TOO_LARGE(bodyLimit);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return errors.SNOOPI_UNSUPPORTED_MEDIA_TYPE(request.headers['content-type'] || '(none)');
+  }
+  if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+    return errors.SNOOPI_BAD_REQUEST(error.message);
+  }
+  return errors.SNOOPI_INTERNAL();
+}
+
+// 499 is nginx's status for a request whose client went away; Node has no text for it.
+const statusText = (status: number): string => STATUS_CODES[status] ?? (status === 499 ? 'Client Closed Request' : 'Error');
+
+export function errorBody(error: FastifyError): ErrorBody {
+  const statusCode = error.statusCode!;
+  return { statusCode, code: error.code as ErrorCode, error: statusText(statusCode), message: error.message };
+}
+
+export default fp(
+  async function errorHandler(app: FastifyInstance) {
+    app.setErrorHandler(function handleError(error: FastifyError, request, reply) {
+      const answer = translate(error, request, app.initialConfig.bodyLimit ?? 0);
+      const status = answer.statusCode!;
+      // Refusals under load or while starting or stopping (503, 504) are expected; other 5xx are failures.
+      if (status >= 500 && status !== 503 && status !== 504) request.log.error({ err: error, code: answer.code }, answer.message);
+      else request.log.info({ code: answer.code, status }, answer.message);
+      const retryAfter = retryAfterSeconds[status];
+      if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
+      reply.code(status).type('application/json; charset=utf-8').send(errorBody(answer));
+    });
+
+    app.setNotFoundHandler(function routeNotFound(request) {
+      throw errors.SNOOPI_ROUTE_NOT_FOUND(request.method, request.url);
+    });
+  },
+  { name: 'snoopi-error-handler' },
+);

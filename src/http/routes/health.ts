@@ -1,0 +1,17 @@
+// Liveness and readiness. Both read in-memory flags only: no awaiting, nothing the inference path can hold up.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errors } from '../../errors.js';
+import { healthzSchema, readyzSchema } from '../schemas/health.js';
+
+const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.get('/healthz', { schema: healthzSchema, config: { probe: true } }, async () => ({ status: 'ok' as const }));
+
+  app.get('/readyz', { schema: readyzSchema, config: { probe: true } }, async () => {
+    if (app.lifecycle.shuttingDown) throw errors.SNOOPI_SHUTTING_DOWN();
+    const active = app.generation.listModels().find((model) => model.active);
+    if (!app.generation.isReady() || active === undefined) throw errors.SNOOPI_NOT_READY('the active model is still loading');
+    return { status: 'ready' as const, model: active.id };
+  });
+};
+
+export default healthRoutes;

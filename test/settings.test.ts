@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { repoRoot } from '../src/config/paths.js';
+import { SettingsError, loadSettings, resolveSettings } from '../src/config/settings.js';
+
+const defaults = {
+  port: 8080,
+  host: '0.0.0.0',
+  modelsDir: join(repoRoot, 'models'),
+  executionProvider: 'cpu',
+  intraOpThreads: 2,
+  maxBatch: 16,
+  maxQueueRows: 256,
+  deadlineMs: 10000,
+  cacheBytes: 67108864,
+  bodyLimit: 65536,
+  shutdownGraceMs: 10000,
+  logLevel: 'info',
+};
+
+test('without flags or environment every setting has its default', () => {
+  assert.deepEqual(loadSettings([], {}), defaults);
+  assert.deepEqual(resolveSettings(), defaults);
+});
+
+test('the environment sets each setting; a flag wins over it', () => {
+  const env = {
+    PORT: '9000',
+    HOST: '127.0.0.1',
+    SNOOPI_MODELS_DIR: '/srv/models',
+    SNOOPI_ADMIN_TOKEN: 'a-token-of-16-chars',
+    SNOOPI_EXECUTION_PROVIDER: 'cuda',
+    SNOOPI_INTRA_OP_THREADS: '2',
+    SNOOPI_MAX_BATCH: '32',
+    SNOOPI_MAX_QUEUE_ROWS: '64',
+    SNOOPI_DEADLINE_MS: '2500',
+    SNOOPI_CACHE_BYTES: '1048576',
+    SNOOPI_BODY_LIMIT: '2048',
+    SNOOPI_SHUTDOWN_GRACE_MS: '500',
+    SNOOPI_LOG_LEVEL: 'warn',
+  };
+  const fromEnv = {
+    port: 9000,
+    host: '127.0.0.1',
+    modelsDir: '/srv/models',
+    adminToken: 'a-token-of-16-chars',
+    executionProvider: 'cuda',
+    intraOpThreads: 2,
+    maxBatch: 32,
+    maxQueueRows: 64,
+    deadlineMs: 2500,
+    cacheBytes: 1048576,
+    bodyLimit: 2048,
+    shutdownGraceMs: 500,
+    logLevel: 'warn',
+  };
+  assert.deepEqual(loadSettings([], env), fromEnv);
+  assert.deepEqual(loadSettings(['--port=9100', '--max-batch', '4', '--log-level=debug'], env), {
+    ...fromEnv,
+    port: 9100,
+    maxBatch: 4,
+    logLevel: 'debug',
+  });
+});
+
+test('a bad value stops the start with a message naming the setting and its source', () => {
+  const cases: [string[], Record<string, string>, string][] = [
+    [[], { PORT: 'eighty' }, 'Invalid setting PORT (environment): expected an integer, got "eighty"'],
+    [['--port=70000'], {}, 'Invalid setting --port: must be between 0 and 65535, got 70000'],
+    [['--max-batch=0'], {}, 'Invalid setting --max-batch: must be between 1 and 1024, got 0'],
+    [[], { SNOOPI_MAX_QUEUE_ROWS: '1.5' }, 'Invalid setting SNOOPI_MAX_QUEUE_ROWS (environment): expected an integer, got "1.5"'],
+    [['--execution-provider=tpu'], {}, 'Invalid setting --execution-provider: must be one of cpu, cuda, got "tpu"'],
+    [[], { SNOOPI_LOG_LEVEL: 'loud' }, 'Invalid setting SNOOPI_LOG_LEVEL (environment): must be one of fatal, error, warn, info, debug, trace, silent, got "loud"'],
+    [[], { SNOOPI_ADMIN_TOKEN: 'short' }, 'Invalid setting SNOOPI_ADMIN_TOKEN (environment): must have at least 16 characters, got "short"'],
+    [['--deadline-ms=-5'], {}, 'Invalid setting --deadline-ms: must be between 1 and 3600000, got -5'],
+    [['--body-limit=10'], {}, 'Invalid setting --body-limit: must be between 1024 and 16777216, got 10'],
+    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --admin-token, --execution-provider, --intra-op-threads, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level'],
+    [['--port'], {}, 'Missing value for --port'],
+  ];
+  for (const [argv, env, message] of cases) {
+    assert.throws(() => loadSettings(argv, env), (err: unknown) => {
+      assert.ok(err instanceof SettingsError);
+      assert.equal(err.message, message);
+      return true;
+    });
+  }
+});
+
+test('overrides given in code are validated too', () => {
+  assert.throws(() => resolveSettings({ maxBatch: 0 }), {
+    name: 'SettingsError',
+    message: 'Invalid setting maxBatch (SNOOPI_MAX_BATCH / --max-batch): must be between 1 and 1024, got 0',
+  });
+});

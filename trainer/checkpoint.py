@@ -1,0 +1,123 @@
+"""Checkpoints that resume exactly.
+
+A training checkpoint holds model_args (the model's args dataclass as a dict), model (state dict), optimizer
+(state dict), step, config and rng (rng_state()), plus whatever else a script needs. It is written to a temporary
+file beside the target and moved into place with os.replace, so a crash or SIGTERM mid-write never leaves a
+truncated checkpoint behind.
+
+TrainingCheckpoints wraps what every training script does with them: resume, save every few minutes, at the end and
+on SIGTERM.
+"""
+import os
+import random
+import signal
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from trainer import distributed
+
+
+def save_checkpoint(path, **payload):
+    """Write `payload` to `path` atomically (tmp file + os.replace)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp_path = f"{path}.tmp.{os.getpid()}"
+    try:
+        torch.save(payload, tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint written by save_checkpoint."""
+    return torch.load(path, map_location=map_location)
+
+
+def rng_state():
+    """Every random generator a training step may touch, to store in a checkpoint."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopRequest:
+    """Turns SIGTERM into a flag that the training loop checks after each step, so it saves a checkpoint and exits
+    instead of dying mid-step (Kubernetes and torchrun send SIGTERM before killing)."""
+
+    def __init__(self):
+        self.signal_name = None
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self):
+        return self.signal_name is not None
+
+
+class TrainingCheckpoints:
+    """Resume from, and save to, <out_dir>/ckpt.pt for one training run; only the master process writes.
+
+        checkpoints = TrainingCheckpoints(out_dir, model, optimizer, model_args, config, dist_info, every_s=120)
+        step = checkpoints.resume()
+        while step < max_steps:
+            ... one optimizer step ...; step += 1
+            if checkpoints.after_step(step, final=step == max_steps):
+                sys.exit(143)  # SIGTERM: saved, stop now
+    """
+
+    def __init__(self, out_dir, model, optimizer, model_args, config, dist_info, every_s):
+        self.path = os.path.join(out_dir, "ckpt.pt")
+        self.model, self.optimizer, self.model_args = model, optimizer, model_args
+        self.config, self.dist_info, self.every_s = config, dist_info, every_s
+        self.stop = StopRequest()
+        self.last_save = time.time()
+
+    def resume(self):
+        """Load the checkpoint when there is one; the step to continue from (0 for a fresh run)."""
+        if not os.path.exists(self.path):
+            return 0
+        checkpoint = load_checkpoint(self.path, map_location=self.dist_info.device)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        rng = checkpoint["rng"]  # one state per rank of the run that saved it
+        set_rng_state(rng[self.dist_info.rank % len(rng)])
+        if self.dist_info.is_master:
+            print(f"resuming from {self.path} at step {checkpoint['step']}", flush=True)
+        return checkpoint["step"]
+
+    def save(self, step):
+        rng = distributed.all_gather_object(rng_state(), self.dist_info)  # each rank resumes its own noise stream
+        if self.dist_info.is_master:
+            save_checkpoint(self.path, model_args=asdict(self.model_args), model=self.model.state_dict(),
+                            optimizer=self.optimizer.state_dict(), step=step, config=self.config, rng=rng)
+        self.last_save = time.time()
+
+    def after_step(self, step, final):
+        """Save when due (every every_s seconds, after the final step, on SIGTERM to any rank). True when the run
+        must stop now because of SIGTERM; the checkpoint is then written and the process group closed."""
+        stop_now = distributed.any_rank(self.stop.requested, self.dist_info)
+        if stop_now or final or time.time() - self.last_save > self.every_s:
+            self.save(step)
+        if stop_now:
+            if self.dist_info.is_master:
+                print(f"stopped by {self.stop.signal_name or 'SIGTERM on another rank'} at step {step}; "
+                      f"checkpoint saved to {self.path}", flush=True)
+            distributed.cleanup()
+        return stop_now

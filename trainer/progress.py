@@ -1,0 +1,67 @@
+"""Progress of a training run: one human line on stdout and one JSON line in progress.jsonl per log call.
+
+The JSON line is {"step", "total", "elapsed_s", "eta_s", "it_per_s", ...metrics}; the service's job runner and the
+README's numbers read it. A NaN or infinite metric stops the run: it raises NonFiniteMetricError, naming the metric
+and the step, instead of training on garbage.
+"""
+import json
+import math
+import os
+import time
+
+
+class NonFiniteMetricError(RuntimeError):
+    """A logged metric is NaN or infinite."""
+
+
+class ProgressLog:
+    def __init__(self, path, total, is_master=True, start_step=0):
+        self.path = path
+        self.total = total
+        self.is_master = is_master
+        self.start_step = start_step  # the step the run (re)started at: it/s and ETA count from here
+        self.start_time = time.time()
+        if is_master and path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def log(self, step, **metrics):
+        """Record `metrics` at `step` (the number of steps done). Raises NonFiniteMetricError on NaN/inf."""
+        values = {name: _to_float(value) for name, value in metrics.items()}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise NonFiniteMetricError(f"{name} is {value} at step {step}: stopping the run (check the learning "
+                                           "rate, the data and the last checkpoint)")
+        elapsed = time.time() - self.start_time
+        steps_done = step - self.start_step
+        it_per_s = steps_done / elapsed if elapsed > 0 and steps_done > 0 else 0.0
+        eta = (self.total - step) / it_per_s if it_per_s > 0 else float("nan")
+        record = {"step": step, "total": self.total, "elapsed_s": round(elapsed, 3),
+                  "eta_s": round(eta, 1) if math.isfinite(eta) else None, "it_per_s": round(it_per_s, 4), **values}
+        if not self.is_master:
+            return record
+        shown = " ".join(f"{name} {value:.4g}" for name, value in values.items())
+        print(f"step {step}/{self.total} | {shown} | {it_per_s:.2f} it/s | eta {_format_duration(eta)}", flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+
+def _to_float(value):
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def _format_duration(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def cosine_lr(step, peak_lr, warmup_steps, decay_steps, min_lr_ratio):
+    """The learning rate at `step` (0-based): linear warmup to peak_lr, then cosine decay to peak_lr * min_lr_ratio
+    at decay_steps, flat after. A pure function of the step, so a resumed run continues the same schedule."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))
+    return peak_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))

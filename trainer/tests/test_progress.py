@@ -1,0 +1,42 @@
+import json
+import math
+
+import pytest
+import torch
+
+from trainer.progress import NonFiniteMetricError, ProgressLog, cosine_lr
+
+
+def test_log_prints_one_line_and_appends_one_json_record(tmp_path, capsys):
+    path = tmp_path / "run" / "progress.jsonl"
+    log = ProgressLog(str(path), total=10)
+    log.log(2, loss=torch.tensor(0.5), lr=1e-3)
+    log.log(4, loss=0.25, lr=1e-3)
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 2 and lines[1].startswith("step 4/10 | loss 0.25 lr 0.001 |") and "eta" in lines[1]
+    records = [json.loads(line) for line in path.read_text().strip().split("\n")]
+    assert [r["step"] for r in records] == [2, 4]
+    assert set(records[1]) == {"step", "total", "elapsed_s", "eta_s", "it_per_s", "loss", "lr"}
+    assert records[1]["total"] == 10 and records[1]["loss"] == 0.25
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), torch.tensor(float("-inf"))])
+def test_a_non_finite_metric_stops_the_run_with_a_clear_message(tmp_path, bad):
+    log = ProgressLog(str(tmp_path / "progress.jsonl"), total=10)
+    with pytest.raises(NonFiniteMetricError, match="loss is .* at step 3"):
+        log.log(3, lr=1e-3, loss=bad)
+    assert not (tmp_path / "progress.jsonl").exists()
+
+
+def test_only_the_master_writes(tmp_path, capsys):
+    path = tmp_path / "progress.jsonl"
+    ProgressLog(str(path), total=5, is_master=False).log(1, loss=1.0)
+    assert capsys.readouterr().out == "" and not path.exists()
+
+
+def test_cosine_lr_warms_up_then_decays_to_the_floor():
+    lrs = [cosine_lr(step, 1.0, warmup_steps=10, decay_steps=110, min_lr_ratio=0.1) for step in range(130)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[110] == pytest.approx(0.1) and lrs[129] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))

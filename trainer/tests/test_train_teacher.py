@@ -1,0 +1,119 @@
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from trainer import sample, train_teacher
+from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
+from trainer.models.clip import Clip, ClipArgs
+from trainer.models.vae import AutoencoderKL, VaeArgs
+
+TINY_MODELS = {
+    "unet-eps": {"block_channels": [16, 32], "attention_levels": [False, True], "attention_head_dim": 16,
+                 "norm_groups": 8, "time_embed_dim": 32, "ff_mult": 1},
+    "unet-v": {"block_channels": [16, 32], "attention_levels": [False, True], "attention_head_dim": 16,
+               "norm_groups": 8, "time_embed_dim": 32, "ff_mult": 1},
+    "dit": {"hidden_size": 32, "depth": 1, "heads": 2, "mlp_ratio": 1.0, "patch_size": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    """Randomly initialised CLIP and VAE checkpoints in the formats of models/base/clip.pt and vae.pt."""
+    directory = tmp_path_factory.mktemp("encoders")
+    torch.manual_seed(0)
+    tokenizer = ClipTokenizer.from_dir(DEFAULT_DIR)
+    clip_args = ClipArgs(vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, layers=1,
+                         image_channels=[8, 8, 8, 8])
+    torch.save({"model_args": asdict(clip_args), "model": Clip(clip_args).state_dict()}, directory / "clip.pt")
+    vae_args = VaeArgs(block_out_channels=[8, 8, 8], decoder_layers_per_block=1)
+    torch.save({"model_args": asdict(vae_args), "model": AutoencoderKL(vae_args).state_dict(), "scaling_factor": 2.0},
+               directory / "vae.pt")
+    return directory
+
+
+def run(encoders, out_dir, backbone, **overrides):
+    settings = {"out_dir": str(out_dir), "backbone": backbone, "clip_path": str(encoders / "clip.pt"),
+                "vae_path": str(encoders / "vae.pt"), "cache_dir": str(encoders / "cache"), "dataset_size": 40,
+                "batch_size": 4, "max_steps": 4, "warmup_steps": 1, "log_every": 2, "eval_every": 4,
+                "eval_prompts": 2, "threads": 1, "checkpoint_every_s": 3600, **overrides}
+    argv = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in settings.items()]
+    train_teacher.main(argv + [f"--model={json.dumps(TINY_MODELS[backbone])}"])
+    return torch.load(out_dir / "ckpt.pt")
+
+
+@pytest.mark.parametrize("backbone", ["unet-eps", "unet-v", "dit"])
+def test_trains_logs_and_loads_as_teacher(encoders, tmp_path, backbone):
+    checkpoint = run(encoders, tmp_path, backbone)
+    assert checkpoint["step"] == 4 and checkpoint["config"]["backbone"] == backbone
+    assert any(k.startswith("ema.") for k in checkpoint["model"])
+    records = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4] and "align_single" in records[-1]
+    teacher = sample.load_teacher(str(tmp_path / "ckpt.pt"))
+    assert sample.backbone_of(teacher) == backbone and not teacher.training
+    assert teacher.args.parameterization == sample.BACKBONES[backbone][2]
+
+
+def test_resume_is_exact(encoders, tmp_path):
+    straight = run(encoders, tmp_path / "straight", "unet-eps")
+    run(encoders, tmp_path / "resumed", "unet-eps", max_steps=2)
+    resumed = run(encoders, tmp_path / "resumed", "unet-eps")
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_export_writes_ema_weights_and_record(encoders, tmp_path):
+    run(encoders, tmp_path, "unet-v", max_steps=2)
+    out = tmp_path / "teacher-unet-v.pt"
+    sample.export_teacher(str(tmp_path / "ckpt.pt"), str(out), {"alignment": {"single": 0.5}})
+    exported = torch.load(out)
+    assert exported["backbone"] == "unet-v" and not any(k.startswith("ema.") for k in exported["model"])
+    record = json.loads((tmp_path / "teacher-unet-v.json").read_text())
+    assert record["parameterization"] == "v" and record["steps"] == 2 and record["metrics"]["alignment"]["single"] == 0.5
+    teacher = sample.load_teacher(str(out))
+    ema = sample.load_teacher(str(tmp_path / "ckpt.pt"))
+    for (name, a), (_, b) in zip(teacher.state_dict().items(), ema.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_bad_model_config_exits_2(encoders, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        train_teacher.main([f"--out_dir={tmp_path}", "--model={\"channels\": 3}"])
+    assert exit_info.value.code == 2
+
+
+def test_configs_parse():
+    from trainer.configurator import configure
+    for backbone in ("unet-eps", "unet-v", "dit"):
+        config = configure(train_teacher.DEFAULTS, [f"trainer/configs/teacher-{backbone}.json"])
+        assert config["backbone"] == backbone
+        sample.build_backbone(backbone, config["model"])
+
+
+def test_alignment_of_real_images_is_perfect_and_split_by_object_count():
+    from trainer import shapes
+    images, captions = shapes.batch(5, 0, 40)
+    chosen = [i for i, c in enumerate(captions) if c != "two shapes"][:30]
+    result = sample.alignment(images[chosen], [captions[i] for i in chosen])
+    assert result["n_single"] + result["n_two"] == 30
+    assert result["all"] == 1.0
+    shuffled = sample.alignment(images[chosen][::-1], [captions[i] for i in chosen])
+    assert shuffled["all"] < 0.5
+
+
+def test_grid_and_generate(encoders, tmp_path):
+    from PIL import Image
+    from trainer.models.vae import load_vae
+    run(encoders, tmp_path, "dit", max_steps=1, eval_every=0)
+    teacher = sample.load_teacher(str(tmp_path / "ckpt.pt"))
+    text_encoder = sample.TextEncoder(str(encoders / "clip.pt"))
+    vae, scaling_factor = load_vae(str(encoders / "vae.pt"))
+    prompts = ["a red circle"] * 3 + ["two shapes"] * 3
+    images = sample.generate(teacher, text_encoder, vae, scaling_factor, prompts, 4.0, list(range(6)), steps=2,
+                             batch_size=4)
+    assert images.shape == (6, 64, 64, 3) and images.dtype.name == "uint8"
+    again = sample.generate(teacher, text_encoder, vae, scaling_factor, prompts[3:], 4.0, [3, 4, 5], steps=2)
+    assert (again == images[3:]).all()  # an image depends on its prompt and seed, not on its batch
+    sample.save_grid(images, prompts, 3, str(tmp_path / "grid.png"))
+    assert Image.open(tmp_path / "grid.png").size == (3 * 128, 2 * (128 + 14))
