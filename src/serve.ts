@@ -15,6 +15,7 @@ export function serviceOptions(settings: Settings): GenerationServiceOptions {
     maxQueueRows: settings.maxQueueRows,
     deadlineMs: settings.deadlineMs,
     cacheBytes: settings.cacheBytes,
+    ...(settings.activeModel === undefined ? {} : { activeModel: settings.activeModel }),
   };
 }
 

@@ -50,9 +50,11 @@ test('a POST without a body is a 400 SNOOPI_VALIDATION', async (t) => {
 
 test('a body that is not JSON is a 400 SNOOPI_BAD_JSON', async (t) => {
   const { app } = await build(t);
+  const unparsable = 'it does not parse, or it holds a __proto__ or constructor.prototype key';
   for (const [payload, why] of [
-    ['{"prompt": ', 'it does not parse'],
-    ["{'prompt': 'a'}", 'it does not parse'],
+    ['{"prompt": ', unparsable],
+    ["{'prompt': 'a'}", unparsable],
+    ['{"prompt": "a", "__proto__": {"isAdmin": true}}', unparsable],
     ['', 'it is empty'],
   ]) {
     const response = await app.inject({ method: 'POST', url: '/generate', headers: json, payload });

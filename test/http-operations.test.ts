@@ -4,7 +4,8 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from '../src/config/paths.js';
-import { build, type Manifest } from './helpers/build.js';
+import type { ModelManifest } from '../src/registry/model-manifest.js';
+import { build } from './helpers/build.js';
 
 test('/healthz answers 200 at once, even before the model is loaded', async (t) => {
   const { app } = await build(t, { warm: false });
@@ -30,12 +31,12 @@ test('/readyz is 503 with Retry-After until the active model is loaded and warme
   assert.deepEqual(after.json(), { status: 'ready', model: service.stats().activeModel });
 });
 
-async function manifestsOnDisk(modelsDir: string): Promise<Manifest[]> {
-  const manifests: Manifest[] = [];
+async function manifestsOnDisk(modelsDir: string): Promise<ModelManifest[]> {
+  const manifests: ModelManifest[] = [];
   for (const entry of await readdir(modelsDir, { withFileTypes: true })) {
     if (!entry.isDirectory()) continue;
     const text = await readFile(join(modelsDir, entry.name, 'model.json'), 'utf8').catch(() => undefined);
-    if (text !== undefined) manifests.push(JSON.parse(text) as Manifest);
+    if (text !== undefined) manifests.push(JSON.parse(text) as ModelManifest);
   }
   return manifests.sort((a, b) => a.id.localeCompare(b.id));
 }

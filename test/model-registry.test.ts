@@ -22,10 +22,10 @@ async function modelsRoot(t: TestContext, ids: string[]): Promise<string> {
   return root;
 }
 
-async function addPackage(root: string, id: string): Promise<void> {
+async function addPackage(root: string, id: string, changes: Partial<ModelManifest> = {}): Promise<void> {
   await cp(SOURCE_DIR, join(root, id), { recursive: true });
   const manifest = JSON.parse(await readFile(join(SOURCE_DIR, 'model.json'), 'utf8')) as ModelManifest;
-  await writeFile(join(root, id, 'model.json'), JSON.stringify({ ...manifest, id }, null, 2));
+  await writeFile(join(root, id, 'model.json'), JSON.stringify({ ...manifest, ...changes, id }, null, 2));
 }
 
 function recordingLog() {
@@ -72,6 +72,15 @@ test('scanning lists packages, skips folders without model.json and invalid pack
   assert.equal(registry.activeId, 'alpha');
   assert.deepEqual(lines, ['warn skipping an invalid model package']);
   assert.equal(registry.isReady(), false);
+});
+
+test('without an explicit choice the best-distilled package is active: pg-sb, then sb, then by id', { skip }, async (t) => {
+  const root = await modelsRoot(t, []);
+  await addPackage(root, 'a-teacher-init', { method: 'teacher-init' });
+  await addPackage(root, 'b-sb', { method: 'sb' });
+  await addPackage(root, 'd-pgsb', { method: 'pg-sb' });
+  await addPackage(root, 'c-pgsb', { method: 'pg-sb' });
+  assert.equal((await openRegistry(t, root)).activeId, 'c-pgsb');
 });
 
 test('an explicit active model must exist', { skip }, async (t) => {

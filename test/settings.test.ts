@@ -29,6 +29,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     PORT: '9000',
     HOST: '127.0.0.1',
     SNOOPI_MODELS_DIR: '/srv/models',
+    SNOOPI_ACTIVE_MODEL: 'shapes-unet-eps-pgsb',
     SNOOPI_ADMIN_TOKEN: 'a-token-of-16-chars',
     SNOOPI_EXECUTION_PROVIDER: 'cuda',
     SNOOPI_INTRA_OP_THREADS: '2',
@@ -44,6 +45,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     port: 9000,
     host: '127.0.0.1',
     modelsDir: '/srv/models',
+    activeModel: 'shapes-unet-eps-pgsb',
     adminToken: 'a-token-of-16-chars',
     executionProvider: 'cuda',
     intraOpThreads: 2,
@@ -75,7 +77,7 @@ test('a bad value stops the start with a message naming the setting and its sour
     [[], { SNOOPI_ADMIN_TOKEN: 'short' }, 'Invalid setting SNOOPI_ADMIN_TOKEN (environment): must have at least 16 characters, got "short"'],
     [['--deadline-ms=-5'], {}, 'Invalid setting --deadline-ms: must be between 1 and 3600000, got -5'],
     [['--body-limit=10'], {}, 'Invalid setting --body-limit: must be between 1024 and 16777216, got 10'],
-    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --admin-token, --execution-provider, --intra-op-threads, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level'],
+    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --active-model, --admin-token, --execution-provider, --intra-op-threads, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level'],
     [['--port'], {}, 'Missing value for --port'],
   ];
   for (const [argv, env, message] of cases) {

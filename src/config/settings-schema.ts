@@ -12,6 +12,9 @@ export const SettingsSchema = Type.Object(
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'TCP port to listen on (0: any free port)' }),
     host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address to listen on' }),
     modelsDir: Type.String({ minLength: 1, default: join(repoRoot, 'models'), description: 'registry root: one folder per model package' }),
+    activeModel: Type.Optional(
+      Type.String({ minLength: 1, description: 'the model /generate uses by default (unset: the best-distilled package)' }),
+    ),
     adminToken: Type.Optional(
       Type.String({ minLength: 16, description: 'bearer token of the admin routes (unset: admin routes answer 404)' }),
     ),
@@ -74,6 +77,7 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   port: { env: 'PORT', flag: '--port' },
   host: { env: 'HOST', flag: '--host' },
   modelsDir: { env: 'SNOOPI_MODELS_DIR', flag: '--models-dir' },
+  activeModel: { env: 'SNOOPI_ACTIVE_MODEL', flag: '--active-model' },
   adminToken: { env: 'SNOOPI_ADMIN_TOKEN', flag: '--admin-token' },
   executionProvider: { env: 'SNOOPI_EXECUTION_PROVIDER', flag: '--execution-provider' },
   intraOpThreads: { env: 'SNOOPI_INTRA_OP_THREADS', flag: '--intra-op-threads' },

@@ -130,7 +130,8 @@ class GraphWorker {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.closing !== undefined) return Promise.reject(new errors.SNOOPI_ENGINE_FAILED(`${this.label}: the engine is closed`));
     const id = this.nextId++;
-    const transfer = Object.values(feeds).map((feed) => feed.data.buffer as ArrayBuffer);
+    // A set: two feeds may be the same array, and a buffer can be transferred only once.
+    const transfer = [...new Set(Object.values(feeds).map((feed) => feed.data.buffer as ArrayBuffer))];
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       const request: WorkerRequest = { kind: 'run', id, feeds };

@@ -93,7 +93,7 @@ export interface GenerationServiceOptions {
   deadlineMs: number;
   /** Bytes of text embeddings kept. */
   cacheBytes: number;
-  /** Default: the first package id in sort order. */
+  /** Default: the best-distilled package (pg-sb, then sb, then teacher-init; ties by id). */
   activeModel?: string;
   /** Check package files' sha256 on load (default true). */
   verifyFiles?: boolean;
@@ -152,12 +152,14 @@ export class GenerationService {
 
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const arrivedAt = performance.now();
-    // 1. Check the inputs that do not depend on the model.
+    // 1. Check inputs: those that need no model, then the model, then the scale against the model's range.
     if (this.closed) throw new errors.SNOOPI_SHUTTING_DOWN();
     checkRequest(request);
     const { signal } = request;
     signal?.throwIfAborted();
     const lease = await this.registry.acquire(request.model);
+    // The deadline counts from here: waiting for a model to load is not waiting in its queue.
+    const modelReadyAt = performance.now();
     try {
       const model = lease.model;
       const { manifest, tokenizer, batcher } = model;
@@ -177,19 +179,20 @@ export class GenerationService {
       const encodeMs = performance.now() - encodeStartedAt;
       signal?.throwIfAborted();
 
-      // 4. Batch: each image gets its own seeded noise; the request waits for a batch with room for all its rows.
+      // 4. Batch: each image gets its own seeded noise; the request joins the model's queue with all its rows.
       const { channels, height, width } = manifest.latent;
       const noiseSize = channels * height * width;
       const seed = request.seed ?? randomSeed();
       const seeds = Array.from({ length: request.numImages }, (_, index) => imageSeed(seed, index));
       const noise = new Float32Array(seeds.length * noiseSize);
       seeds.forEach((imageSeedValue, index) => seededNoise(imageSeedValue, noiseSize, noise.subarray(index * noiseSize, (index + 1) * noiseSize)));
-      const batched = await batcher.submit(
+      const queued = batcher.submit(
         { rows: seeds.length, noise, embedding, negativeEmbedding, nasaScale: negativeScale },
-        { rows: seeds.length, arrivedAt, ...(signal !== undefined ? { signal } : {}) },
+        { rows: seeds.length, arrivedAt: modelReadyAt, ...(signal !== undefined ? { signal } : {}) },
       );
 
-      // 5. Generate: done by the batch; the result holds this request's [rows, H, W, 3] pixels.
+      // 5. Generate: the batcher runs engine.generateRows on the whole batch; this request gets its [rows, H, W, 3].
+      const batched = await queued;
       signal?.throwIfAborted();
 
       // 6. Encode the images.

@@ -39,8 +39,8 @@ const imageMediaType = (format: ImageFormat): string => `image/${format}`;
 
 /**
  * JSON wins ties (it carries every field); one raw image is chosen only when the client prefers it and asked for one
- * image. The body's
- * format, when given, is the only image type considered; without it, the best-liked image type (png on a tie).
+ * image. The body's format, when given, is the only image type considered; without it, the best-liked image type
+ * (png on a tie).
  */
 export function chooseRepresentation(accept: string | undefined, bodyFormat: ImageFormat | undefined, numImages: number): Representation {
   const ranges = parseAccept(accept ?? '*/*');

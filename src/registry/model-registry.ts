@@ -31,7 +31,7 @@ export interface ModelRegistryOptions {
   batching: { maxBatchRows: number; maxQueueRows: number; deadlineMs: number };
   /** Shared by all models (its keys carry the model id). */
   cache: EmbeddingCache;
-  /** The model requests go to when they name none; default: the first package id in sort order. */
+  /** The model requests go to when they name none; default: see defaultModel. */
   activeModel?: string;
   /** Check every package file's size and sha256 when loading (default true). */
   verifyFiles?: boolean;
@@ -71,6 +71,14 @@ interface ModelRecord {
   finish: () => void;
 }
 
+// Without an explicit choice the best-distilled package is active: PG-SB students before SB, before undistilled ones.
+const METHOD_PREFERENCE: readonly ModelManifest['method'][] = ['pg-sb', 'sb', 'teacher-init'];
+
+function defaultModel(entries: readonly ModelEntry[]): string | undefined {
+  const rank = (entry: ModelEntry) => METHOD_PREFERENCE.indexOf(entry.manifest.method);
+  return [...entries].sort((a, b) => rank(a) - rank(b) || a.id.localeCompare(b.id))[0]?.id;
+}
+
 const silentLog: RegistryLog = { info: () => {}, warn: () => {}, error: () => {} };
 
 export class ModelRegistry {
@@ -93,7 +101,7 @@ export class ModelRegistry {
     const registry = new ModelRegistry(options);
     await registry.scan();
     if (options.activeModel !== undefined && !registry.entries.has(options.activeModel)) throw registry.notFound(options.activeModel);
-    registry.active = options.activeModel ?? [...registry.entries.keys()].sort()[0];
+    registry.active = options.activeModel ?? defaultModel(registry.list());
     if (registry.active === undefined) registry.log.warn({ modelsDir: options.modelsDir }, 'no model package found');
     return registry;
   }
@@ -193,7 +201,9 @@ export class ModelRegistry {
 
   private async readPackages(): Promise<void> {
     const { modelsDir } = this.options;
-    const folders = await readdir(modelsDir, { withFileTypes: true });
+    const folders = await readdir(modelsDir, { withFileTypes: true }).catch((error: Error) => {
+      throw new Error(`cannot read the models folder ${modelsDir}: ${error.message}`);
+    });
     const found = new Map<string, ModelEntry>();
     await Promise.all(
       folders

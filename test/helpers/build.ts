@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { loadSettings, validateSettings, type Settings } from '../../src/config/settings.js';
 import { GenerationService } from '../../src/generation/generation-service.js';
 import { buildApp } from '../../src/http/app.js';
+import type { ModelManifest } from '../../src/registry/model-manifest.js';
 import { serviceOptions } from '../../src/serve.js';
 
 export interface BuildOptions {
@@ -49,21 +50,9 @@ export async function build(t: TestContext, options: BuildOptions = {}): Promise
   return { app, service, settings, url };
 }
 
-export interface Manifest {
-  id: string;
-  display_name: string;
-  backbone: string;
-  method: string;
-  parameterization: string;
-  image: { width: number; height: number };
-  nasa: { default_scale: number; max_scale: number };
-  text: { max_length: number };
-  training: { metrics: Record<string, unknown> };
-}
-
 /** The manifest of the active model, read from disk independently of the service. */
-export async function activeManifest(built: Built): Promise<Manifest> {
+export async function activeManifest(built: Built): Promise<ModelManifest> {
   const active = built.service.stats().activeModel;
   if (active === null) throw new Error('no active model');
-  return JSON.parse(await readFile(join(built.settings.modelsDir, active, 'model.json'), 'utf8')) as Manifest;
+  return JSON.parse(await readFile(join(built.settings.modelsDir, active, 'model.json'), 'utf8')) as ModelManifest;
 }

@@ -34,7 +34,8 @@ function translate(error: FastifyError, request: FastifyRequest, bodyLimit: numb
   }
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return errors.SNOOPI_BAD_JSON('it does not parse');
+      // Fastify's parser also refuses prototype-poisoning keys, with the same error.
+      return errors.SNOOPI_BAD_JSON('it does not parse, or it holds a __proto__ or constructor.prototype key');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return errors.SNOOPI_BAD_JSON('it is empty');
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
@@ -59,7 +60,7 @@ export function errorBody(error: FastifyError): ErrorBody {
 export default fp(
   async function errorHandler(app: FastifyInstance) {
     app.setErrorHandler(function handleError(error: FastifyError, request, reply) {
-      const answer = translate(error, request, app.initialConfig.bodyLimit ?? 0);
+      const answer = translate(error, request, app.settings.bodyLimit);
       const status = answer.statusCode!;
       // Refusals under load or while starting or stopping (503, 504) are expected; other 5xx are failures.
       if (status >= 500 && status !== 503 && status !== 504) request.log.error({ err: error, code: answer.code }, answer.message);
@@ -73,5 +74,5 @@ export default fp(
       throw errors.SNOOPI_ROUTE_NOT_FOUND(request.method, request.url);
     });
   },
-  { name: 'snoopi-error-handler' },
+  { name: 'snoopi-error-handler', decorators: { fastify: ['settings'] } },
 );

@@ -1,5 +1,5 @@
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from '@fastify/type-provider-typebox';
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses } from '../schemas/error.js';
 
 const metricsRoute: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
@@ -9,8 +9,10 @@ const metricsRoute: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics (text exposition format)',
-        produces: ['text/plain'],
-        response: { 200: { description: 'Prometheus text format 0.0.4', ...Type.String() } },
+        response: {
+          200: { description: 'Prometheus text format 0.0.4', content: { 'text/plain': { schema: Type.String() } } },
+          ...errorResponses(500),
+        },
       },
     },
     async (_request, reply) => {

@@ -12,7 +12,11 @@ const ModelEntry = Type.Object(
     loaded: Type.Boolean({ description: 'its sessions are open (the active model once warmed; others on first use)' }),
     image: Type.Object({ width: Type.Integer(), height: Type.Integer() }, { additionalProperties: false }),
     nasa: Type.Object({ default_scale: Type.Number(), max_scale: Type.Number() }, { additionalProperties: false }),
-    execution_provider: Type.Union([Type.Literal('cpu'), Type.Literal('cuda'), Type.Null()], {
+    // OpenAPI 3.0's spelling of "cpu, cuda or null"; fast-json-stringify reads `nullable` too.
+    execution_provider: Type.Unsafe<'cpu' | 'cuda' | null>({
+      type: 'string',
+      enum: ['cpu', 'cuda', null],
+      nullable: true,
       description: 'the onnxruntime execution provider the sessions run on; null while not loaded',
     }),
     metrics: Type.Record(Type.String(), Type.Unknown(), { description: "the training record's evaluation metrics" }),
