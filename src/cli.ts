@@ -5,6 +5,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { repoRoot, packageInfo } from './config/paths.js';
 import { SettingsError, loadSettings, settingsHelp } from './config/settings.js';
+import { importCommand, nasaPatchCommand } from './importer/commands.js';
 
 interface Command {
   summary: string;
@@ -50,6 +51,8 @@ file differs from it.`,
       process.stdout.write(`wrote ${out}\n`);
     },
   },
+  'nasa-patch': nasaPatchCommand,
+  import: importCommand,
 };
 
 function mainHelp(): string {

@@ -56,12 +56,14 @@ def set_rng_state(state):
 
 
 class StopRequest:
-    """Turns SIGTERM into a flag that the training loop checks after each step, so it saves a checkpoint and exits
-    instead of dying mid-step (Kubernetes and torchrun send SIGTERM before killing)."""
+    """Turns SIGTERM (and any other of `signals`, e.g. SIGINT) into a flag that the training loop checks after each
+    step, so it saves a checkpoint and exits instead of dying mid-step (Kubernetes and torchrun send SIGTERM before
+    killing)."""
 
-    def __init__(self):
+    def __init__(self, signals=(signal.SIGTERM,)):
         self.signal_name = None
-        signal.signal(signal.SIGTERM, self._handle)
+        for signum in signals:
+            signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame):
         self.signal_name = signal.Signals(signum).name
@@ -82,12 +84,14 @@ class TrainingCheckpoints:
                 sys.exit(143)  # SIGTERM: saved, stop now
     """
 
-    def __init__(self, out_dir, model, optimizer, model_args, config, dist_info, every_s):
+    def __init__(self, out_dir, model, optimizer, model_args, config, dist_info, every_s,
+                 stop_signals=(signal.SIGTERM,)):
         self.path = os.path.join(out_dir, "ckpt.pt")
         self.model, self.optimizer, self.model_args = model, optimizer, model_args
         self.config, self.dist_info, self.every_s = config, dist_info, every_s
-        self.stop = StopRequest()
+        self.stop = StopRequest(stop_signals)
         self.last_save = time.time()
+        self.history = []  # [{"step", "changes"}]: config changes made when resuming, so a run's recipe stays honest
 
     def resume(self):
         """Load the checkpoint when there is one; the step to continue from (0 for a fresh run)."""
@@ -98,15 +102,21 @@ class TrainingCheckpoints:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         rng = checkpoint["rng"]  # one state per rank of the run that saved it
         set_rng_state(rng[self.dist_info.rank % len(rng)])
+        self.history = checkpoint.get("history", [])
+        changes = {k: v for k, v in self.config.items() if checkpoint["config"].get(k) != v}
+        if changes:
+            self.history.append({"step": checkpoint["step"], "changes": changes})
         if self.dist_info.is_master:
-            print(f"resuming from {self.path} at step {checkpoint['step']}", flush=True)
+            print(f"resuming from {self.path} at step {checkpoint['step']}"
+                  + (f" with config changes {changes}" if changes else ""), flush=True)
         return checkpoint["step"]
 
     def save(self, step):
         rng = distributed.all_gather_object(rng_state(), self.dist_info)  # each rank resumes its own noise stream
         if self.dist_info.is_master:
             save_checkpoint(self.path, model_args=asdict(self.model_args), model=self.model.state_dict(),
-                            optimizer=self.optimizer.state_dict(), step=step, config=self.config, rng=rng)
+                            optimizer=self.optimizer.state_dict(), step=step, config=self.config, rng=rng,
+                            history=self.history)
         self.last_save = time.time()
 
     def after_step(self, step, final):

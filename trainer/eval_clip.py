@@ -22,14 +22,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from trainer import judge, shapes
+from trainer import judge, shapes, train_clip
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.clip_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
 from trainer.clip_tokenizer import ClipTokenizer
 from trainer.configurator import configure_or_exit
 from trainer.models.clip import Clip, ClipArgs
 from trainer.models.vae import images_to_tensor
-from trainer.train_clip import edits_of, scene_reading
 
 checkpoint = "runs/clip/ckpt.pt"  # a training checkpoint (or a slim one written by --out)
 n = 1000  # evaluation samples (queries and the candidate pool)
@@ -37,9 +35,10 @@ seed = 9002  # held-out shapes seed
 candidates = 100  # images per retrieval query, the caption's own included
 batch_size = 250
 threads = 1
-tokenizer_dir = TOKENIZER_DIR
+tokenizer_dir = "trainer/assets/tokenizer"  # vocab.json + merges.txt, relative to the repo root
 out = ""  # when set: write the slim checkpoint here and <out without .pt>.json beside it
-DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str))}
+DEFAULTS = {k: v for k, v in dict(globals()).items()
+            if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, str))}
 
 
 @torch.no_grad()
@@ -60,7 +59,7 @@ def evaluate(clip, tokenizer, config):
     samples = [shapes.sample(config["seed"], i) for i in range(config["n"])]
     images = np.stack([image for image, _, _ in samples])
     captions = [caption for _, caption, _ in samples]
-    readings = [scene_reading(scene) for _, _, scene in samples]
+    readings = [train_clip.scene_reading(scene) for _, _, scene in samples]
 
     image_embeds = embed_images(clip, images, config["batch_size"])
     text_embeds = embed_texts(clip, tokenizer, captions, config["batch_size"])
@@ -78,7 +77,7 @@ def evaluate(clip, tokenizer, config):
     negatives, owners, kinds = [], [], []
     for i, (caption, reading) in enumerate(zip(captions, readings)):
         by_kind = defaultdict(list)
-        for kind, text in edits_of(caption):
+        for kind, text in train_clip.edits_of(caption):
             if not judge.satisfies(reading, judge.parse_caption(text)):
                 by_kind[kind].append(text)
         for kind, texts in sorted(by_kind.items()):
@@ -111,7 +110,7 @@ def main(argv):
     metrics = evaluate(clip, tokenizer, config)
     print(json.dumps(metrics, indent=1))
     if config["out"]:
-        train_config = state.get("config", {})
+        train_config = {k: v for k, v in state.get("config", {}).items() if k in train_clip.DEFAULTS}
         save_checkpoint(config["out"], model_args=state["model_args"],
                         model={k: v.float() for k, v in clip.state_dict().items()}, step=state["step"],
                         config=train_config)

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import torch
 
-from trainer import judge_accuracy, shapes
+from trainer import judge_accuracy, shapes, train_vae
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import AutoencoderKL, VaeArgs, decode_latents, encode_images
@@ -32,7 +32,8 @@ scale_samples = 1024  # training images used to measure the scaling factor
 batch_size = 250
 threads = 1
 out = ""  # when set: write the slim checkpoint here and <out without .pt>.json beside it
-DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str))}
+DEFAULTS = {k: v for k, v in dict(globals()).items()
+            if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, str))}
 
 
 def measure_scaling_factor(vae, train_seed, count, batch_size):
@@ -75,7 +76,7 @@ def main(argv):
     vae = AutoencoderKL(VaeArgs(**state["model_args"]))
     vae.load_state_dict(state["model"])
     vae.eval()
-    train_config = state.get("config", {})
+    train_config = {k: v for k, v in state.get("config", {}).items() if k in train_vae.DEFAULTS}
     if "scaling_factor" in state:
         scaling_factor = float(state["scaling_factor"])
     else:

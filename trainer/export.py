@@ -419,6 +419,20 @@ def write_parity(models, package_dir, parity_dir, optimum_dir=None, seed=0):
     _write_json(os.path.join(parity_dir, "parity.json"), {"seed": seed, "cases": cases})
 
 
+METHOD_NAMES = {"teacher-init": "teacher-initialised one-step student", "sb": "SwiftBrush one-step student",
+                "pg-sb": "PG-SB one-step student"}
+
+
+def default_display_name(backbone, method, random_init=False):
+    """model.json's display_name when none is given, e.g. "Shapes unet-eps, PG-SB one-step student"."""
+    return f"Shapes {backbone}, {METHOD_NAMES[method]}" + (" (random weights)" if random_init else "")
+
+
+def default_teacher_id(backbone):
+    """model.json's teacher when none is given: the id of the backbone's teacher package."""
+    return f"shapes-{backbone}-teacher"
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Export a one-step student as a model package (ONNX).")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -456,12 +470,9 @@ def main(argv):
         models = random_models(args.random_init, args.tiny, args.seed, args.tokenizer)
     else:
         models = load_models(args.student, args.clip, args.vae, args.tokenizer)
-    method_names = {"teacher-init": "teacher-initialised one-step student", "sb": "SwiftBrush one-step student",
-                    "pg-sb": "PG-SB one-step student"}
-    display_name = args.display_name or (f"Shapes {models.backbone}, {method_names[args.method]}"
-                                         + (" (random weights)" if args.random_init else ""))
+    display_name = args.display_name or default_display_name(models.backbone, args.method, bool(args.random_init))
     fields = manifest_fields(models, args.id, display_name, args.method,
-                             args.teacher or f"shapes-{models.backbone}-teacher",
+                             args.teacher or default_teacher_id(models.backbone),
                              args.nasa_default_scale, args.nasa_max_scale)
     manifest = export_package(models, args.out, fields, args.tokenizer)
     print(f"wrote {args.out}: " + ", ".join(f"{name} {entry['bytes'] / 1e6:.2f} MB"

@@ -15,10 +15,11 @@ class NonFiniteMetricError(RuntimeError):
 
 
 class ProgressLog:
-    def __init__(self, path, total, is_master=True, start_step=0):
+    def __init__(self, path, total, is_master=True, start_step=0, json_stdout=False):
         self.path = path
         self.total = total
         self.is_master = is_master
+        self.json_stdout = json_stdout  # print the JSON record instead of the human line (for a job runner)
         self.start_step = start_step  # the step the run (re)started at: it/s and ETA count from here
         self.start_time = time.time()
         if is_master and path:
@@ -39,8 +40,12 @@ class ProgressLog:
                   "eta_s": round(eta, 1) if math.isfinite(eta) else None, "it_per_s": round(it_per_s, 4), **values}
         if not self.is_master:
             return record
-        shown = " ".join(f"{name} {value:.4g}" for name, value in values.items())
-        print(f"step {step}/{self.total} | {shown} | {it_per_s:.2f} it/s | eta {_format_duration(eta)}", flush=True)
+        if self.json_stdout:
+            print(json.dumps(record), flush=True)
+        else:
+            shown = " ".join(f"{name} {value:.4g}" for name, value in values.items())
+            print(f"step {step}/{self.total} | {shown} | {it_per_s:.2f} it/s | eta {_format_duration(eta)}",
+                  flush=True)
         if self.path:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")

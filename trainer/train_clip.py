@@ -22,7 +22,6 @@ import torch
 
 from trainer import distributed, judge, shapes
 from trainer.checkpoint import TrainingCheckpoints
-from trainer.clip_tokenizer import DEFAULT_DIR as TOKENIZER_DIR
 from trainer.clip_tokenizer import ClipTokenizer
 from trainer.configurator import configure_or_exit
 from trainer.models.clip import Clip, ClipArgs
@@ -36,7 +35,7 @@ seed = 11  # shapes-world seed of the training stream (evaluation uses other see
 torch_seed = 1337  # parameter init
 device = "auto"  # auto | cpu | cuda
 threads = 1  # torch.set_num_threads
-tokenizer_dir = TOKENIZER_DIR
+tokenizer_dir = "trainer/assets/tokenizer"  # vocab.json + merges.txt, relative to the repo root
 # model
 max_length = 32  # L, tokens per caption
 width = 128  # D, hidden size of the text transformer
@@ -58,7 +57,8 @@ grad_clip = 1.0  # 0: off
 # logging and checkpoints
 log_every = 20  # steps
 checkpoint_every_s = 120  # seconds between checkpoints
-DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
+DEFAULTS = {k: v for k, v in dict(globals()).items()
+            if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, str, list))}
 # -----------------------------------------------------------------------------
 
 ATTRIBUTE_WORDS = {"color": tuple(shapes.COLORS), "shape": shapes.SHAPES, "size": tuple(shapes.SIZES),

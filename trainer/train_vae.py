@@ -7,7 +7,8 @@ Resumes from <out_dir>/ckpt.pt when it exists; saves it every checkpoint_every_s
 Step s trains on samples [s * world_size * batch_size, ...) of the shapes stream `seed`, so a resumed run sees
 exactly the data it would have seen. trainer/eval_vae.py measures the result and writes models/base/vae.pt.
 
-Loss: L1 on pixels (flat colors and sharp corners matter more than MSE) + kl_weight * KL per latent element. The
+Loss: L1 on pixels (flat colors and sharp corners matter more than MSE), weighted up by edge_weight next to color
+boundaries, + kl_weight * KL per latent element. The
 decoder also sees latents with extra Gaussian noise (up to latent_noise_max, in units of the latents' std), so the
 slightly-off latents a diffusion model produces still decode to clean shapes.
 """
@@ -42,7 +43,8 @@ decoder_layers_per_block = 2  # decoder resnets per resolution
 norm_groups = 8
 # loss
 kl_weight = 1e-4  # times the KL per latent element, next to the L1 per pixel
-mse_weight = 0.0  # optional MSE term beside L1
+mse_weight = 0.0  # optional MSE term beside L1 (speeds up early color learning, but blurs edges)
+edge_weight = 0.0  # extra L1 weight on pixels next to a color boundary, where corners are won or lost
 latent_noise_max = 0.2  # decoder input noise: sigma ~ U(0, max) per sample, in units of the batch latent std
 # optimisation
 batch_size = 16  # per process
@@ -57,7 +59,8 @@ grad_clip = 1.0  # 0: off
 log_every = 20  # steps
 eval_every = 200  # steps; PSNR on a fixed held-out batch
 checkpoint_every_s = 120  # seconds between checkpoints
-DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
+DEFAULTS = {k: v for k, v in dict(globals()).items()
+            if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, str, list))}
 # -----------------------------------------------------------------------------
 
 EVAL_SEED = 2  # held-out seed of the PSNR batch logged during training
@@ -71,6 +74,7 @@ class VaeLoss(nn.Module):
         self.vae = vae
         self.kl_weight = config["kl_weight"]
         self.mse_weight = config["mse_weight"]
+        self.edge_weight = config["edge_weight"]
         self.latent_noise_max = config["latent_noise_max"]
 
     def forward(self, x):  # x (B, 3, 64, 64) in [-1, 1]
@@ -80,11 +84,22 @@ class VaeLoss(nn.Module):
             sigma = torch.rand(z.shape[0], 1, 1, 1, device=z.device) * self.latent_noise_max
             z = z + sigma * posterior.mean.detach().std() * torch.randn_like(z)
         reconstruction = self.vae.decode(z)
-        l1 = (reconstruction - x).abs().mean()
+        error = (reconstruction - x).abs()
+        l1 = error.mean()
         mse = F.mse_loss(reconstruction, x)
         kl = posterior.kl().mean() / z[0].numel()
-        loss = l1 + self.mse_weight * mse + self.kl_weight * kl
+        loss = self.kl_weight * kl + self.mse_weight * mse
+        if self.edge_weight > 0:
+            loss = loss + ((1 + self.edge_weight * boundary_mask(x)) * error).mean()
+        else:
+            loss = loss + l1
         return loss, l1.detach(), mse.detach(), kl.detach()
+
+
+def boundary_mask(x):
+    """(B, 1, H, W) 1.0 where a pixel's 3x3 neighbourhood is not one flat color (both sides of every edge)."""
+    spread = F.max_pool2d(x, 3, stride=1, padding=1) + F.max_pool2d(-x, 3, stride=1, padding=1)  # max - min
+    return (spread.amax(dim=1, keepdim=True) > 0.02).float()
 
 
 def model_args_from(config):

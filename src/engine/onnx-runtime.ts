@@ -39,12 +39,13 @@ export const DEFAULT_SESSION_SETTINGS: SessionSettings = {
   allowSpinning: false,
 };
 
-export type TensorType = 'float32' | 'int64' | 'uint8';
+/** int32: the input_ids of optimum's text encoders (the importer's tests run them). */
+export type TensorType = 'float32' | 'int64' | 'int32' | 'uint8';
 
 /** A tensor as plain data, so it can cross a worker boundary (its buffer transferred, not copied). */
 export interface PlainTensor {
   type: TensorType;
-  data: Float32Array | BigInt64Array | Uint8Array;
+  data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
   dims: readonly number[];
 }
 

@@ -22,7 +22,8 @@ export const ModelManifestSchema = Type.Object({
   display_name: Type.String({ minLength: 1 }),
   backbone: Type.String({ minLength: 1 }),
   parameterization: Type.Union([Type.Literal('eps'), Type.Literal('v'), Type.Literal('x0')]),
-  method: Type.Union([Type.Literal('pg-sb'), Type.Literal('sb'), Type.Literal('teacher-init')]),
+  // imported: a student made elsewhere, brought in by `snoopi import` (src/importer/optimum-import.ts)
+  method: Type.Union([Type.Literal('pg-sb'), Type.Literal('sb'), Type.Literal('teacher-init'), Type.Literal('imported')]),
   teacher: Type.String(),
   timestep: Type.Integer({ minimum: 0 }),
   image: Type.Object({ width: PositiveInteger, height: PositiveInteger }),

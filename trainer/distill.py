@@ -1,0 +1,482 @@
+"""Distil a teacher into a one-step student with Variational Score Distillation: SwiftBrush (fixed kappa) or PG-SB
+(random kappa), exactly as ../shared/design/method.md says; then export the student as a model package.
+
+    /usr/bin/python3 -m trainer.distill --config JOB.json --out models/<id> [--config more.json] [--key=value ...]
+    /usr/bin/python3 -m trainer.distill --config trainer/configs/distill-unet-eps.json --out models/shapes-unet-eps-pgsb
+    torchrun --nproc_per_node=2 -m trainer.distill ...       (DDP on the student and the LoRA teacher; batch per rank)
+
+A job arrives as JSON holding only what differs from the defaults below (the admin endpoint's body: backbone, method,
+guidance, steps, batch_size, seed, name); every key and value is checked, a bad one exits with code 2 and a message.
+
+Models: the frozen teacher psi (models/base/teacher-<backbone>.pt, or any checkpoint sample.load_teacher reads); the
+student f_theta, a copy of it called once at t = 999 on pure noise (diffusion.one_step_generate, eps or v); the LoRA
+teacher pi, a second copy with LoRA on every attention projection (trainer/lora.py). Prompts: captions of
+shapes-world stream `seed` (sample i of step s on rank r is index (s * world_size + r) * batch_size + i), as text
+states of the frozen tiny CLIP; "" is CFG's unconditional branch.
+
+One step (method.md):
+  student: x0 = f_theta(z, y); t ~ U{20..980}; x_t = sqrt(alpha_bar_t) x0 + sigma_t eps;
+           grad = sigma_t^2 (eps_psi(x_t, t, y, kappa_teacher) - eps_pi(x_t, t, y, kappa_lora)), NaN/inf -> 0;
+           loss = 0.5 MSE(x0, stopgrad(x0 - grad)); gradient norm clipped at 1.0.
+  LoRA:    the same x0 (detached), t ~ U{0..999}, 10% of prompts dropped to "", the teacher's own denoising loss
+           (train_teacher.DenoisingLoss without min-SNR weights).
+A v-prediction teacher (unet-v): the LoRA teacher trains on its own v target, and both teachers' CFG outputs are
+converted to eps (eps = sigma_t x_t + sqrt(alpha_bar_t) v) before the VSD difference; CFG is linear, so this equals
+CFG on eps.
+
+guidance_mode, the one flag between the methods: fixed (SB: both teachers at guidance.fixed, default 4.5), random
+(PG-SB: one kappa ~ U(guidance.min, guidance.max) per step for both; defaults U(0.5, 4) for UNets, U(0.5, 3) for the
+DiT), and the ablations random-teacher-only / random-lora-only (that teacher random, the other at guidance.fixed).
+Kappa of step s is a function of (seed, s): the same on every rank and after a resume.
+
+Output: progress as one JSON object per line on stdout (progress.ProgressLog: step, total, eta_s, loss_student,
+loss_lora, kappa, kappa_lora, ...; fid and align every eval_every steps) and in <run_dir>/progress.jsonl; the
+resumable checkpoint <run_dir>/ckpt.pt (student, LoRA, both optimizers, RNG), saved every checkpoint_every_s, at the
+end and on SIGTERM/SIGINT; at the end <run_dir>/student.pt (+ student.json with the final metrics) and the model
+package in --out (export.py), whose model.json records method, recipe, steps, seed and metrics. run_dir defaults to
+runs/distill/<id>; the package id is `name`, or --out's folder name (the registry requires them equal).
+Exit codes: 0 done, 2 bad config, 1 failure (NaN loss, ...; message on stderr), 143 SIGTERM / 130 SIGINT after saving
+the checkpoint. The same command again resumes.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer import diffusion, distributed, export, shapes
+from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkpoint
+from trainer.configurator import ConfigError, configure
+from trainer.evaluate import StudentSampler
+from trainer.fid import FidReference
+from trainer.lora import add_lora
+from trainer.models.clip import load_clip
+from trainer.models.vae import load_vae
+from trainer.package import file_entry
+from trainer.progress import NonFiniteMetricError, ProgressLog
+from trainer.sample import BACKBONES, TextEncoder, alignment, backbone_of, load_teacher
+from trainer.train_teacher import DenoisingLoss
+
+# -----------------------------------------------------------------------------
+# defaults (trainer/configs/distill-*.json and jobs hold what differs)
+backbone = "unet-eps"  # unet-eps | unet-v | dit (models/base/teacher-<backbone>.pt) or a teacher checkpoint (.pt)
+method = "pg-sb"  # pg-sb | sb: what model.json records
+guidance_mode = ""  # "" (pg-sb: random, sb: fixed) | fixed | random | random-teacher-only | random-lora-only
+guidance = {}  # {"min", "max"} (random kappa) and/or {"fixed"}; a missing value takes the backbone's default
+steps = 1000  # student steps (each followed by one LoRA step)
+batch_size = 32  # per process
+seed = 0  # shapes-world stream of the prompts (< 1000: higher seeds are evaluation sets), init and noise seed
+name = ""  # the package id; "" = --out's folder name
+student_lr = 2e-5  # AdamW, constant (see trainer/README.md, Distillation, for why this value)
+lora_lr = 1e-3  # AdamW, constant (the paper's)
+lora_rank = 16  # LoRA rank on every attention projection
+lora_alpha = 16.0  # LoRA scale alpha / rank
+lora_caption_dropout = 0.1  # fraction of the LoRA step's prompts replaced by ""
+student_grad_clip = 1.0  # max gradient norm of the student
+eval_every = 200  # steps between FID evaluations (also after the last step); 0: only the final one
+eval_n = 256  # images of each FID evaluation (fid.FidReference)
+log_every = 10  # steps per progress line
+threads = 2  # torch.set_num_threads
+device = "auto"  # auto | cpu | cuda
+clip_path = "models/base/clip.pt"  # frozen text encoder (and FID features)
+vae_path = "models/base/vae.pt"  # decoder of the evaluation images and of the package
+run_dir = ""  # checkpoints and logs; "" = runs/distill/<id>
+checkpoint_every_s = 300  # seconds between checkpoints
+nasa_default_scale = 0.0  # the package's nasa block
+nasa_max_scale = 1.0
+DEFAULTS = {k: v for k, v in dict(globals()).items()
+            if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
+# -----------------------------------------------------------------------------
+
+STUDENT_T_RANGE = (20, 980)  # the student step's t ~ U{20 .. 980} (method.md)
+FIXED_GUIDANCE = 4.5  # SwiftBrush's kappa
+RANDOM_GUIDANCE = {"unet-eps": (0.5, 4.0), "unet-v": (0.5, 4.0), "dit": (0.5, 3.0)}  # PG-SB's U(min, max)
+GUIDANCE_KEYS = {"fixed": {"fixed"}, "random": {"min", "max"}, "random-teacher-only": {"min", "max", "fixed"},
+                 "random-lora-only": {"min", "max", "fixed"}}
+METHOD_MODES = {"sb": ("fixed",), "pg-sb": ("random", "random-teacher-only", "random-lora-only")}
+MAX_GUIDANCE = 50.0
+RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "device", "checkpoint_every_s",
+                     "nasa_default_scale", "nasa_max_scale"}  # keys a rerun may change and still resume
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # model.json's id (src/registry/model-manifest.ts)
+EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
+
+
+class DistillError(RuntimeError):
+    """The run cannot go on (a non-finite loss): exit code 1."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def _check(condition, message):
+    if not condition:
+        raise ConfigError(message)
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def resolve_teacher(backbone_or_path: str) -> str:
+    """The teacher checkpoint of a backbone name, or the path itself."""
+    if backbone_or_path in BACKBONES:
+        path = f"models/base/teacher-{backbone_or_path}.pt"
+    else:
+        _check(backbone_or_path.endswith(".pt"), f"backbone must be one of {', '.join(BACKBONES)} or a teacher "
+                                                 f"checkpoint path (.pt), got {backbone_or_path!r}")
+        path = backbone_or_path
+    _check(os.path.isfile(path), f"no teacher checkpoint at {path} (train and export the teacher first)")
+    return path
+
+
+def resolve_guidance(config, backbone_name: str) -> dict:
+    """{"mode", "min", "max", "fixed"} from guidance_mode, method and guidance, the backbone's defaults filled in."""
+    mode = config["guidance_mode"] or METHOD_MODES[config["method"]][0]
+    _check(mode in GUIDANCE_KEYS, f"guidance_mode must be one of {', '.join(GUIDANCE_KEYS)}, got {mode!r}")
+    _check(mode in METHOD_MODES[config["method"]],
+           f"guidance_mode {mode} does not belong to method {config['method']} (sb: fixed; pg-sb: random or an "
+           "ablation)")
+    given = config["guidance"]
+    unknown = set(given) - GUIDANCE_KEYS[mode]
+    _check(not unknown, f"guidance keys {sorted(unknown)} do not apply to guidance_mode {mode} "
+                        f"(it takes {sorted(GUIDANCE_KEYS[mode])})")
+    for key, value in given.items():
+        _check(_number(value) and 0.0 <= value <= MAX_GUIDANCE,
+               f"guidance.{key} must be a number in [0, {MAX_GUIDANCE:g}], got {json.dumps(value)}")
+    low, high = RANDOM_GUIDANCE[backbone_name]
+    resolved = {"mode": mode, "min": float(given.get("min", low)), "max": float(given.get("max", high)),
+                "fixed": float(given.get("fixed", FIXED_GUIDANCE))}
+    _check(resolved["min"] <= resolved["max"], f"guidance.min {resolved['min']} is above guidance.max "
+                                               f"{resolved['max']}")
+    if mode == "fixed":
+        del resolved["min"], resolved["max"]
+    elif mode == "random":
+        del resolved["fixed"]
+    return resolved
+
+
+def validate(config, out_dir: str) -> dict:
+    """Range and consistency checks beyond the types that configure() checked; returns the run's settings (the
+    config with guidance and the teacher resolved, the model id, run_dir). Raises ConfigError."""
+    _check(config["method"] in METHOD_MODES, f"method must be pg-sb or sb, got {config['method']!r}")
+    for key, low, high in (("steps", 1, 10 ** 7), ("batch_size", 1, 4096), ("seed", 0, 999), ("lora_rank", 1, 1024),
+                           ("eval_every", 0, 10 ** 7), ("eval_n", 2, 100000), ("log_every", 1, 10 ** 6),
+                           ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6)):
+        _check(low <= config[key] <= high, f"{key} must be in [{low}, {high}], got {config[key]}")
+    for key in ("student_lr", "lora_lr", "lora_alpha", "student_grad_clip"):
+        _check(math.isfinite(config[key]) and 0.0 < config[key] <= (1.0 if key.endswith("lr") else 1e6),
+               f"{key} must be positive{' and at most 1' if key.endswith('lr') else ''}, got {config[key]}")
+    _check(0.0 <= config["lora_caption_dropout"] <= 1.0,
+           f"lora_caption_dropout must be in [0, 1], got {config['lora_caption_dropout']}")
+    _check(0.0 <= config["nasa_default_scale"] <= config["nasa_max_scale"],
+           "need 0 <= nasa_default_scale <= nasa_max_scale")
+    _check(config["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {config['device']!r}")
+    model_id = config["name"] or os.path.basename(os.path.normpath(out_dir))
+    _check(ID_PATTERN.match(model_id), f"model id {model_id!r} must match {ID_PATTERN.pattern}")
+    _check(os.path.basename(os.path.normpath(out_dir)) == model_id,
+           f"--out must be a folder named after the model id ({model_id}); the registry requires it")
+    for key in ("clip_path", "vae_path"):
+        _check(os.path.isfile(config[key]), f"{key}: no checkpoint at {config[key]}")
+    teacher_path = resolve_teacher(config["backbone"])
+    try:
+        teacher_checkpoint = load_checkpoint(teacher_path)
+        backbone_name = teacher_checkpoint.get("backbone") or teacher_checkpoint["config"]["backbone"]
+    except Exception as error:  # any unreadable file is a bad job, not a crash
+        raise ConfigError(f"cannot read the teacher checkpoint {teacher_path}: {error}") from None
+    _check(backbone_name in BACKBONES, f"{teacher_path} is not a teacher checkpoint of a known backbone")
+    settings = dict(config, guidance=resolve_guidance(config, backbone_name), name=model_id,
+                    run_dir=config["run_dir"] or os.path.join("runs", "distill", model_id),
+                    teacher_checkpoint={"path": teacher_path, "backbone": backbone_name,
+                                        "sha256": file_entry(teacher_path)["sha256"]})
+    settings["guidance_mode"] = settings["guidance"]["mode"]
+    check_resumable(settings)
+    return settings
+
+
+def check_resumable(settings):
+    """A run_dir that holds another run's checkpoint may only be resumed with the same recipe."""
+    path = os.path.join(settings["run_dir"], "ckpt.pt")
+    if not os.path.exists(path):
+        return
+    saved = load_checkpoint(path)["config"]
+    changed = sorted(key for key in set(saved) | set(settings)
+                     if key not in RESUMABLE_CHANGES and saved.get(key) != settings.get(key))
+    _check(not changed, f"{settings['run_dir']} holds a run with a different recipe ({', '.join(changed)} differ); "
+                        "use another --out or run_dir, or delete it")
+
+
+def parse_command_line(argv):
+    """(config files, --key=value overrides, --out) of `python -m trainer.distill`."""
+    parser = argparse.ArgumentParser(description="Distil a teacher into a one-step student (SB / PG-SB) and export "
+                                                 "it as a model package.", allow_abbrev=False)
+    parser.add_argument("--config", action="append", default=[], help="JSON config (job) file; repeatable")
+    parser.add_argument("--out", required=True, help="the package folder, models/<id>")
+    args, overrides = parser.parse_known_args(argv)
+    return args.config, overrides, args.out
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def guidance_scales(guidance: dict, seed: int, step: int):
+    """(kappa_teacher, kappa_lora) of a step: one draw u ~ U(min, max) from (seed, step), shared as the mode says."""
+    mode = guidance["mode"]
+    if mode == "fixed":
+        return guidance["fixed"], guidance["fixed"]
+    drawn = random.Random(f"kappa {seed} {step}").uniform(guidance["min"], guidance["max"])
+    if mode == "random":
+        return drawn, drawn
+    if mode == "random-teacher-only":
+        return drawn, guidance["fixed"]
+    if mode == "random-lora-only":
+        return guidance["fixed"], drawn
+    raise ValueError(f"unknown guidance mode {mode!r}")
+
+
+def step_prompts(seed: int, step: int, rank: int, world_size: int, batch_size: int) -> list:
+    """The captions of one rank's batch at one step (only captions: sample_scene skips rendering)."""
+    start = (step * world_size + rank) * batch_size
+    return [shapes.sample_scene(seed, start + i)[1] for i in range(batch_size)]
+
+
+def guided_eps(model, x_t, t, text_states, uncond_states, kappa: float) -> torch.Tensor:
+    """eps of the CFG prediction pred("") + kappa (pred(y) - pred("")), from the model's own parameterization."""
+    prediction = diffusion.cfg_prediction(model, x_t, t, text_states, uncond_states, kappa)
+    return diffusion.x0_and_eps(model.args.parameterization, prediction, x_t, t)[1]
+
+
+def vsd_gradient(eps_teacher, eps_lora, t) -> torch.Tensor:
+    """w(t) (eps_teacher - eps_lora) with w = sigma_t^2 = 1 - alpha_bar_t; NaN and inf become 0."""
+    sigma_squared = (1.0 - diffusion.ALPHAS_CUMPROD.to(t.device)[t]).to(eps_teacher.dtype).reshape(-1, 1, 1, 1)
+    return torch.nan_to_num(sigma_squared * (eps_teacher - eps_lora), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class OneStepStudent(nn.Module):
+    """The student's forward for DDP: noise (B, C, h, w), text states (B, L, D) -> x0 latent (B, C, h, w)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, noise, text_states):
+        return diffusion.one_step_generate(self.model, noise, text_states)
+
+
+class DistillWeights(nn.Module):
+    """What the checkpoint holds: the student (student.*) and the LoRA adapters (lora.*), not the frozen teachers."""
+
+    def __init__(self, student: nn.Module, adapters: nn.ModuleDict):
+        super().__init__()
+        self.student = student
+        self.lora = adapters
+
+
+class Optimizers:
+    """Several optimizers as one for TrainingCheckpoints (state_dict / load_state_dict by name)."""
+
+    def __init__(self, **optimizers):
+        self.optimizers = optimizers
+
+    def state_dict(self):
+        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+
+    def load_state_dict(self, state):
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[name])
+
+
+class Distillation:
+    """The four models and two optimizers of VSD, and one training step."""
+
+    def __init__(self, teacher: nn.Module, config: dict, dist_info):
+        self.teacher = teacher  # psi, frozen
+        self.student = copy.deepcopy(teacher).requires_grad_(True).train()  # f_theta, starts as the teacher
+        self.lora_teacher = copy.deepcopy(teacher)  # pi: the teacher plus LoRA
+        self.adapters = add_lora(self.lora_teacher, config["lora_rank"], config["lora_alpha"])
+        self.weights = DistillWeights(self.student, self.adapters)
+        self.student_optimizer = torch.optim.AdamW(self.student.parameters(), lr=config["student_lr"],
+                                                   weight_decay=0.0)
+        self.lora_optimizer = torch.optim.AdamW(self.adapters.parameters(), lr=config["lora_lr"], weight_decay=0.0)
+        self.optimizers = Optimizers(student=self.student_optimizer, lora=self.lora_optimizer)
+        self.config = config
+        self.dist_info = dist_info
+        self.student_forward = OneStepStudent(self.student)
+        self.lora_loss = DenoisingLoss(self.lora_teacher, min_snr_gamma=0.0)  # MSE on the teacher's own target
+
+    def wrap(self):
+        """DDP on the student and the LoRA teacher (after a resume has loaded their weights)."""
+        self.student_forward = distributed.wrap(self.student_forward, self.dist_info)
+        self.lora_loss = distributed.wrap(self.lora_loss, self.dist_info)
+
+    def step(self, text_states, empty_states, kappa_teacher: float, kappa_lora: float) -> dict:
+        """One student step, then one LoRA step on the student's samples. text_states (B, L, D), empty (1, L, D)."""
+        batch, device = text_states.shape[0], text_states.device
+        args = self.student.args
+        noise = torch.randn(batch, args.in_channels, args.sample_size, args.sample_size, device=device)
+        x0 = self.student_forward(noise, text_states)  # (B, C, h, w), with gradient
+        t = torch.randint(STUDENT_T_RANGE[0], STUDENT_T_RANGE[1] + 1, (batch,), device=device)
+        with torch.no_grad():
+            x_t = diffusion.q_sample(x0.detach(), t, torch.randn_like(x0))
+            uncond = empty_states.expand(batch, -1, -1)
+            eps_teacher = guided_eps(self.teacher, x_t, t, text_states, uncond, kappa_teacher)
+            eps_lora = guided_eps(self.lora_teacher, x_t, t, text_states, uncond, kappa_lora)
+            grad = vsd_gradient(eps_teacher, eps_lora, t)
+        student_loss = 0.5 * F.mse_loss(x0, (x0 - grad).detach())
+        self.student_optimizer.zero_grad(set_to_none=True)
+        student_loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config["student_grad_clip"])
+        self.student_optimizer.step()
+
+        samples = x0.detach()
+        t_lora = torch.randint(0, diffusion.NUM_TRAIN_TIMESTEPS, (batch,), device=device)
+        dropped = torch.rand(batch, device=device) < self.config["lora_caption_dropout"]
+        lora_states = torch.where(dropped[:, None, None], empty_states, text_states)
+        lora_loss = self.lora_loss(samples, lora_states, t_lora, torch.randn_like(samples))
+        self.lora_optimizer.zero_grad(set_to_none=True)
+        lora_loss.backward()
+        self.lora_optimizer.step()
+        return {"loss_student": student_loss.item(), "loss_lora": lora_loss.item(),
+                "student_grad_norm": grad_norm.item()}
+
+
+# ----------------------------------------------------------------------------- evaluation and export
+
+
+class FidProbe:
+    """FID (and the judge's alignment on the same images) of the current student, on the master process."""
+
+    def __init__(self, config, text_encoder):
+        self.text_encoder = text_encoder
+        self.vae, self.scaling_factor = load_vae(config["vae_path"], text_encoder.device)
+        self.reference = FidReference(load_clip(config["clip_path"]), config["eval_n"])
+
+    def __call__(self, student) -> dict:
+        sampler = StudentSampler(student, self.text_encoder, self.vae, self.scaling_factor)
+        images = sampler.images(self.reference.prompts, self.reference.seeds)
+        return {"fid": self.reference.fid(images), "align": alignment(images, self.reference.prompts)["all"]}
+
+
+def write_student(settings, student, step: int, metrics: dict) -> str:
+    """<run_dir>/student.pt in the format sample.load_teacher and export.load_models read, and student.json (its
+    metrics, which export puts in model.json)."""
+    path = os.path.join(settings["run_dir"], "student.pt")
+    save_checkpoint(path, backbone=backbone_of(student), model_args=student.model_args(), model=student.state_dict(),
+                    step=step, config=settings)
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump({"backbone": backbone_of(student), "method": settings["method"], "steps": step,
+                   "recipe": settings, "metrics": metrics}, f, indent=2)
+        f.write("\n")
+    return path
+
+
+def export_student(settings, student_path: str, out_dir: str) -> dict:
+    """The model package of the student, through export.py."""
+    models = export.load_models(student_path, settings["clip_path"], settings["vae_path"])
+    display_name = export.default_display_name(models.backbone, settings["method"])
+    if settings["guidance_mode"] not in ("fixed", "random"):
+        display_name += f" (ablation: {settings['guidance_mode']})"
+    fields = export.manifest_fields(models, settings["name"], display_name, settings["method"],
+                                    export.default_teacher_id(models.backbone), settings["nasa_default_scale"],
+                                    settings["nasa_max_scale"])
+    return export.export_package(models, out_dir, fields)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def log_message(text):
+    """Human messages go to stderr: stdout carries the progress JSON lines."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(settings, out_dir: str) -> int:
+    torch.set_num_threads(settings["threads"])
+    dist_info = distributed.setup(settings["device"])
+    device = dist_info.device
+    teacher = load_teacher(settings["teacher_checkpoint"]["path"], device)
+    text_encoder = TextEncoder(settings["clip_path"], device)
+    empty_states = text_encoder.empty()  # (1, L, D)
+    probe = FidProbe(settings, text_encoder) if dist_info.is_master else None  # builds models: before seeding
+
+    torch.manual_seed(settings["seed"])  # the LoRA init: the same on every rank
+    distillation = Distillation(teacher, settings, dist_info)
+    checkpoints = TrainingCheckpoints(settings["run_dir"], distillation.weights, distillation.optimizers,
+                                      distillation.student.args, settings, dist_info,
+                                      every_s=settings["checkpoint_every_s"],
+                                      stop_signals=(signal.SIGTERM, signal.SIGINT))
+    torch.manual_seed(settings["seed"] + 1 + dist_info.rank)  # each rank its own noise stream
+    step = checkpoints.resume()
+    distillation.wrap()
+    total = settings["steps"]
+    log = ProgressLog(os.path.join(settings["run_dir"], "progress.jsonl"), total, dist_info.is_master,
+                      start_step=step, json_stdout=True)
+    if dist_info.is_master:
+        log_message(f"distilling {settings['teacher_checkpoint']['path']} ({settings['teacher_checkpoint']['backbone']}"
+                    f", {sum(p.numel() for p in teacher.parameters()) / 1e6:.2f}M parameters) with "
+                    f"{settings['method']} {settings['guidance']}, LoRA rank {settings['lora_rank']} "
+                    f"({sum(p.numel() for p in distillation.adapters.parameters()) / 1e6:.3f}M), world size "
+                    f"{dist_info.world_size}, device {device}, run dir {settings['run_dir']}")
+
+    metrics = {}
+    window, window_started = [], time.time()
+    while step < total:
+        prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
+        kappa_teacher, kappa_lora = guidance_scales(settings["guidance"], settings["seed"], step)
+        losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora)
+        for key in ("loss_student", "loss_lora"):
+            if not math.isfinite(losses[key]):
+                raise DistillError(f"{key} is {losses[key]} at step {step + 1}: stopping (lower student_lr or "
+                                   "lora_lr; the last checkpoint is in run_dir)")
+        window.append(losses)
+        step += 1
+        evaluation_due = (settings["eval_every"] and step % settings["eval_every"] == 0) or step == total
+        if step % settings["log_every"] == 0 or evaluation_due:  # the same steps on every rank (all_reduce)
+            means = {key: distributed.all_reduce_mean(sum(w[key] for w in window) / len(window), dist_info)
+                     for key in window[0]}
+            record = dict(means, kappa=kappa_teacher, kappa_lora=kappa_lora,
+                          s_per_step=(time.time() - window_started) / len(window))
+            if probe and evaluation_due:
+                metrics = probe(distillation.student)
+                record.update(metrics)
+            log.log(step, **record)
+            window, window_started = [], time.time()
+        if checkpoints.after_step(step, final=step == total):
+            return EXIT_CODES.get(checkpoints.stop.signal_name, 143)
+    distributed.cleanup()
+    if not dist_info.is_master:
+        return 0
+    if not metrics:  # a rerun of a finished run: evaluate again
+        metrics = probe(distillation.student)
+    final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
+    student_path = write_student(settings, distillation.student, step, final)
+    manifest = export_student(settings, student_path, out_dir)
+    print(json.dumps({"event": "exported", "model_id": manifest["id"], "package": out_dir, "student": student_path,
+                      "steps": step, "metrics": final}), flush=True)
+    return 0
+
+
+def main(argv):
+    config_files, overrides, out_dir = parse_command_line(argv)
+    try:
+        settings = validate(configure(DEFAULTS, config_files + overrides), out_dir)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return run(settings, out_dir)
+    except (DistillError, NonFiniteMetricError) as error:
+        print(f"distill failed: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,353 @@
+"""trainer.distill on tiny random models: the VSD step, the guidance regimes, config validation, exit codes, resume and
+the exported package."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import onnx
+import pytest
+import torch
+
+from trainer import distill, distributed, package
+from trainer.checkpoint import load_checkpoint
+from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
+from trainer.models.clip import Clip, ClipArgs
+from trainer.models.vae import AutoencoderKL, VaeArgs
+from trainer.sample import TextEncoder, build_backbone, load_teacher
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_TEACHERS = {
+    "unet-eps": {"block_channels": [16, 32], "attention_levels": [False, True], "attention_head_dim": 16,
+                 "norm_groups": 8, "time_embed_dim": 32, "ff_mult": 1},
+    "unet-v": {"block_channels": [16, 32], "attention_levels": [False, True], "attention_head_dim": 16,
+               "norm_groups": 8, "time_embed_dim": 32, "ff_mult": 1},
+    "dit": {"hidden_size": 32, "depth": 1, "heads": 2, "mlp_ratio": 1.0, "patch_size": 4},
+}
+
+
+def write_tiny_checkpoints(directory):
+    """Random tiny CLIP, VAE and teachers in the formats of models/base/{clip,vae,teacher-<backbone>}.pt."""
+    torch.manual_seed(0)
+    tokenizer = ClipTokenizer.from_dir(DEFAULT_DIR)
+    clip_args = ClipArgs(vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, layers=1,
+                         image_channels=[8, 8, 8, 8])
+    torch.save({"model_args": asdict(clip_args), "model": Clip(clip_args).state_dict()}, directory / "clip.pt")
+    vae_args = VaeArgs(block_out_channels=[8, 8, 8], decoder_layers_per_block=1)
+    torch.save({"model_args": asdict(vae_args), "model": AutoencoderKL(vae_args).state_dict(), "scaling_factor": 2.0},
+               directory / "vae.pt")
+    for backbone, model_args in TINY_TEACHERS.items():
+        teacher = build_backbone(backbone, model_args)
+        with torch.no_grad():  # no zero-initialised layers, so that every output (and gradient) is nonzero
+            for parameter in teacher.parameters():
+                if not parameter.any():
+                    parameter.normal_(0.0, 0.02)
+        torch.save({"backbone": backbone, "model_args": teacher.model_args(), "model": teacher.state_dict(),
+                    "step": 100, "config": {"backbone": backbone}}, directory / f"teacher-{backbone}.pt")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """In-process runs install SIGTERM/SIGINT handlers; give pytest its own back."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def job(checkpoints, directory, **values):
+    """A job file for a tiny run; returns its path."""
+    config = {"backbone": str(checkpoints / "teacher-unet-eps.pt"), "clip_path": str(checkpoints / "clip.pt"),
+              "vae_path": str(checkpoints / "vae.pt"), "run_dir": str(directory / "run"), "steps": 4,
+              "batch_size": 2, "eval_every": 0, "eval_n": 8, "log_every": 1, "threads": 1, **values}
+    path = directory / "job.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def spawn(*args):
+    return subprocess.Popen([sys.executable, "-m", "trainer.distill", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def settings_for(checkpoints, tmp_path, **values):
+    config = distill.configure(distill.DEFAULTS, [str(job(checkpoints, tmp_path, **values))])
+    return distill.validate(config, str(tmp_path / "student"))
+
+
+def distillation(checkpoints, tmp_path, backbone="unet-eps", **values):
+    settings = settings_for(checkpoints, tmp_path, backbone=str(checkpoints / f"teacher-{backbone}.pt"), **values)
+    teacher = load_teacher(str(checkpoints / f"teacher-{backbone}.pt"))
+    torch.manual_seed(0)
+    return distill.Distillation(teacher, settings, distributed.setup("cpu")), settings
+
+
+def prompt_states(checkpoints, n=2):
+    text_encoder = TextEncoder(str(checkpoints / "clip.pt"))
+    return text_encoder(distill.step_prompts(0, 0, 0, 1, n)), text_encoder.empty()
+
+
+@pytest.mark.parametrize("backbone", ["unet-eps", "unet-v", "dit"])
+def test_a_step_changes_the_student_and_the_lora_not_the_teacher(checkpoints, tmp_path, backbone):
+    vsd, _ = distillation(checkpoints, tmp_path, backbone)
+    teacher = {k: v.clone() for k, v in vsd.teacher.state_dict().items()}
+    student, lora = ({k: v.clone() for k, v in m.state_dict().items()} for m in (vsd.student, vsd.adapters))
+    base = {k: v.clone() for k, v in vsd.lora_teacher.state_dict().items() if ".adapter." not in k}
+    states, empty = prompt_states(checkpoints)
+    first = vsd.step(states, empty, 3.0, 3.0)
+    # the LoRA teacher starts equal to the teacher: at the same kappa the first VSD gradient is exactly zero
+    assert first["loss_student"] == 0.0 and first["loss_lora"] > 0
+    second = vsd.step(states, empty, 3.0, 3.0)
+    assert second["loss_student"] > 0 and second["student_grad_norm"] > 0
+    assert all(torch.equal(v, vsd.teacher.state_dict()[k]) for k, v in teacher.items())
+    assert all(torch.equal(v, vsd.lora_teacher.state_dict()[k]) for k, v in base.items())  # frozen base weights
+    assert any(not torch.equal(v, vsd.student.state_dict()[k]) for k, v in student.items())
+    assert any(not torch.equal(v, vsd.adapters.state_dict()[k]) for k, v in lora.items())
+    assert vsd.lora_teacher.args.parameterization == vsd.student.args.parameterization == (
+        "v" if backbone == "unet-v" else "eps")
+
+
+def test_vsd_gradient_is_sigma_squared_times_the_difference_with_non_finite_values_zeroed():
+    t = torch.tensor([20, 980])
+    eps_teacher = torch.ones(2, 1, 1, 2)
+    eps_lora = torch.tensor([[[[0.0, float("nan")]]], [[[float("inf"), -1.0]]]])
+    grad = distill.vsd_gradient(eps_teacher, eps_lora, t)
+    sigma_squared = 1.0 - distill.diffusion.ALPHAS_CUMPROD[t].float()
+    assert torch.allclose(grad[:, 0, 0, 0], torch.tensor([sigma_squared[0], 0.0]))
+    assert torch.allclose(grad[:, 0, 0, 1], torch.tensor([0.0, 2 * sigma_squared[1]]))
+
+
+def test_v_teacher_eps_is_converted_consistently():
+    # a v-model whose CFG output is the v of (x0, eps) gives back exactly that eps
+    class VModel(torch.nn.Module):
+        args = type("Args", (), {"parameterization": "v"})
+
+        def forward(self, x, t, states):
+            return self.v.repeat(2, 1, 1, 1)
+
+    x0, eps, t = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16), torch.tensor([100, 900])
+    model = VModel()
+    model.v = distill.diffusion.velocity(x0, eps, t)
+    x_t = distill.diffusion.q_sample(x0, t, eps)
+    states = torch.zeros(2, 32, 128)
+    assert torch.allclose(distill.guided_eps(model, x_t, t, states, states, 2.5), eps, atol=1e-5)
+
+
+def test_guidance_regimes():
+    fixed = {"mode": "fixed", "fixed": 4.5}
+    assert {distill.guidance_scales(fixed, 0, step) for step in range(5)} == {(4.5, 4.5)}
+    random_both = {"mode": "random", "min": 0.5, "max": 4.0}
+    draws = [distill.guidance_scales(random_both, 0, step) for step in range(50)]
+    assert all(teacher == lora and 0.5 <= teacher <= 4.0 for teacher, lora in draws)
+    assert len({teacher for teacher, _ in draws}) == 50  # a new kappa every step
+    assert draws == [distill.guidance_scales(random_both, 0, step) for step in range(50)]  # a function of the step
+    assert draws != [distill.guidance_scales(random_both, 1, step) for step in range(50)]  # and of the seed
+    ablation = {"min": 0.5, "max": 4.0, "fixed": 4.5}
+    teacher_only = [distill.guidance_scales({"mode": "random-teacher-only", **ablation}, 0, s) for s in range(50)]
+    lora_only = [distill.guidance_scales({"mode": "random-lora-only", **ablation}, 0, s) for s in range(50)]
+    assert [t for t, _ in teacher_only] == [t for t, _ in draws] and {k for _, k in teacher_only} == {4.5}
+    assert [k for _, k in lora_only] == [t for t, _ in draws] and {t for t, _ in lora_only} == {4.5}
+
+
+@pytest.mark.parametrize("method, mode, backbone, expected", [
+    ("sb", "", "unet-eps", {"mode": "fixed", "fixed": 4.5}),
+    ("pg-sb", "", "unet-v", {"mode": "random", "min": 0.5, "max": 4.0}),
+    ("pg-sb", "", "dit", {"mode": "random", "min": 0.5, "max": 3.0}),
+    ("pg-sb", "random-lora-only", "dit", {"mode": "random-lora-only", "min": 0.5, "max": 3.0, "fixed": 4.5}),
+])
+def test_guidance_defaults(checkpoints, tmp_path, method, mode, backbone, expected):
+    settings = settings_for(checkpoints, tmp_path, method=method, guidance_mode=mode,
+                            backbone=str(checkpoints / f"teacher-{backbone}.pt"))
+    assert settings["guidance"] == expected and settings["guidance_mode"] == expected["mode"]
+
+
+@pytest.mark.parametrize("mode", ["fixed", "random", "random-teacher-only", "random-lora-only"])
+def test_each_step_gives_both_teachers_the_kappas_of_its_mode(checkpoints, tmp_path, monkeypatch, mode):
+    method = "sb" if mode == "fixed" else "pg-sb"
+    guidance = {"fixed": 4.5} if mode == "fixed" else {"min": 0.5, "max": 4.0, **({} if mode == "random" else
+                                                                                     {"fixed": 4.5})}
+    calls = []
+    real_guided_eps = distill.guided_eps
+
+    def spy(model, x_t, t, states, uncond, kappa):
+        calls.append(("teacher" if model is vsd.teacher else "lora" if model is vsd.lora_teacher else "?", kappa))
+        return real_guided_eps(model, x_t, t, states, uncond, kappa)
+
+    monkeypatch.setattr(distill, "guided_eps", spy)
+    vsd, settings = distillation(checkpoints, tmp_path, method=method, guidance_mode=mode, guidance=guidance)
+    states, empty = prompt_states(checkpoints)
+    for step in range(3):
+        kappa_teacher, kappa_lora = distill.guidance_scales(settings["guidance"], settings["seed"], step)
+        vsd.step(states, empty, kappa_teacher, kappa_lora)
+        assert calls[-2:] == [("teacher", kappa_teacher), ("lora", kappa_lora)]
+    teacher_kappas = [k for who, k in calls if who == "teacher"]
+    lora_kappas = [k for who, k in calls if who == "lora"]
+    assert (len(set(teacher_kappas)) == 3) == (mode in ("random", "random-teacher-only"))
+    assert (len(set(lora_kappas)) == 3) == (mode in ("random", "random-lora-only"))
+    assert (teacher_kappas == lora_kappas) == (mode in ("fixed", "random"))
+    if mode == "fixed":
+        assert set(teacher_kappas) == {4.5}
+
+
+BAD_CONFIGS = [
+    ("not json", "is not valid JSON"),
+    ({"stepz": 10}, "unknown config key 'stepz'"),
+    ({"steps": "10"}, "'steps' (from"),
+    ({"steps": 0}, "steps must be in"),
+    ({"batch_size": 1.5}, "'batch_size' (from"),
+    ({"method": "dmd"}, "method must be pg-sb or sb"),
+    ({"backbone": "sdxl"}, "backbone must be one of"),
+    ({"backbone": "/nonexistent/teacher.pt"}, "no teacher checkpoint at"),
+    ({"guidance": {"min": 3, "max": 1}}, "is above guidance.max"),
+    ({"guidance": {"fixed": 4.5}}, "do not apply to guidance_mode random"),
+    ({"method": "sb", "guidance": {"min": 1, "max": 2}}, "do not apply to guidance_mode fixed"),
+    ({"guidance": {"min": -1}}, "guidance.min must be a number"),
+    ({"guidance": {"min": True}}, "guidance.min must be a number"),
+    ({"method": "sb", "guidance_mode": "random"}, "does not belong to method sb"),
+    ({"guidance_mode": "sometimes"}, "guidance_mode must be one of"),
+    ({"student_lr": 0}, "student_lr must be positive"),
+    ({"lora_rank": 0}, "lora_rank must be in"),
+    ({"seed": 1001}, "seed must be in"),
+    ({"name": "other-name"}, "--out must be a folder named after the model id"),
+]
+
+
+@pytest.mark.parametrize("config, message", BAD_CONFIGS[3:])
+def test_bad_configs_exit_2_with_a_message(checkpoints, tmp_path, capsys, config, message):
+    path = job(checkpoints, tmp_path)
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+    assert distill.main(["--config", str(path), "--out", str(tmp_path / "student")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "student").exists()
+
+
+def test_the_module_exits_2_on_bad_jobs(checkpoints, tmp_path):
+    processes = []
+    for i, (config, message) in enumerate(BAD_CONFIGS[:3]):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        path = job(checkpoints, directory)
+        path.write_text(config if isinstance(config, str) else json.dumps({**json.loads(path.read_text()), **config}))
+        processes.append((spawn("--config", path, "--out", directory / "student"), message))
+    for process, message in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 2 and message in stderr, stderr
+    missing_out = spawn("--config", tmp_path / "0" / "job.json")
+    assert missing_out.wait(timeout=120) == 2
+
+
+def test_a_non_finite_loss_exits_1_with_a_message(checkpoints, tmp_path, monkeypatch, capsys):
+    def diverged(self, *args):
+        return {"loss_student": float("nan"), "loss_lora": 1.0, "student_grad_norm": 0.0}
+
+    monkeypatch.setattr(distill.Distillation, "step", diverged)
+    assert distill.main(["--config", str(job(checkpoints, tmp_path)), "--out", str(tmp_path / "student")]) == 1
+    assert "loss_student is nan at step 1" in capsys.readouterr().err
+
+
+def run_in_process(checkpoints, directory, **values):
+    path = job(checkpoints, directory, **values)
+    return distill.main(["--config", str(path), "--out", str(directory / "student")])
+
+
+def wait_for_progress(process, run_dir, steps, timeout=120):
+    progress = run_dir / "progress.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if progress.exists() and progress.read_text().count("\n") >= steps:
+            return
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(checkpoints, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    assert run_in_process(checkpoints, directory, steps=30, eval_every=15) == 0
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    return directory
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_weights(checkpoints, tmp_path, uninterrupted):
+    path = job(checkpoints, tmp_path, steps=30, eval_every=15)
+    process = spawn("--config", path, "--out", tmp_path / "student")
+    wait_for_progress(process, tmp_path / "run", 3)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    stopped_at = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))["step"]
+    assert 3 <= stopped_at < 30 and not (tmp_path / "student").exists()
+    assert json.loads(stdout.splitlines()[0])["total"] == 30  # stdout: progress JSON lines
+
+    assert distill.main(["--config", str(path), "--out", str(tmp_path / "student")]) == 0
+    resumed, straight = (load_checkpoint(str(d / "run" / "student.pt")) for d in (tmp_path, uninterrupted))
+    assert resumed["step"] == straight["step"] == 30
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    lora_resumed, lora_straight = (load_checkpoint(str(d / "run" / "ckpt.pt"))["model"] for d in (tmp_path,
+                                                                                                uninterrupted))
+    assert all(torch.equal(v, lora_resumed[k]) for k, v in lora_straight.items() if k.startswith("lora."))
+    records = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][-1] == 30 and "fid" in records[-1]
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(checkpoints, tmp_path):
+    process = spawn("--config", job(checkpoints, tmp_path, steps=1000), "--out", tmp_path / "student")
+    wait_for_progress(process, tmp_path / "run", 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))["step"] >= 2
+
+
+def test_rerun_with_another_recipe_is_refused(checkpoints, tmp_path, uninterrupted, capsys):
+    path = job(checkpoints, uninterrupted, steps=30, eval_every=15, student_lr=1e-3)
+    assert distill.main(["--config", str(path), "--out", str(uninterrupted / "student")]) == 2
+    assert "holds a run with a different recipe (student_lr differ)" in capsys.readouterr().err
+
+
+def test_the_output_is_a_valid_package_with_the_training_record(uninterrupted):
+    out = uninterrupted / "student"
+    manifest = json.loads((out / "model.json").read_text())
+    for name in ("text_encoder.onnx", "generator.onnx"):
+        onnx.checker.check_model(onnx.load(str(out / name)), full_check=True)
+    assert package.verify_files(str(out)) == []
+    assert (manifest["id"], manifest["method"], manifest["backbone"], manifest["parameterization"]) == (
+        "student", "pg-sb", "unet-eps", "eps")
+    training = manifest["training"]
+    assert training["steps"] == 30 and training["seed"] == 0
+    assert training["recipe"]["guidance"] == {"mode": "random", "min": 0.5, "max": 4.0}
+    assert training["recipe"]["teacher_checkpoint"]["backbone"] == "unet-eps"
+    assert training["metrics"]["fid"]["n"] == 8 and training["metrics"]["fid"]["value"] > 0
+    assert training["inputs"]["student"]["sha256"] == package.file_entry(
+        str(uninterrupted / "run" / "student.pt"))["sha256"]
+    records = [json.loads(line) for line in (uninterrupted / "run" / "progress.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 31))
+    assert ["fid" in r for r in records].count(True) == 2
+    assert {"loss_student", "loss_lora", "kappa", "kappa_lora", "eta_s", "total"} <= set(records[0])
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_two_processes_train_one_student_and_only_the_master_logs_and_exports(checkpoints, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--redirects=2",
+               "--tee=2", "-m", "trainer.distill", "--config", str(job(checkpoints, tmp_path, steps=2)),
+               "--out", str(tmp_path / "student")]  # --redirects/--tee: see test_ddp.py
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line.get("step") for line in lines] == [1, 2, None] and lines[-1]["event"] == "exported"
+    checkpoint = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
+    assert checkpoint["step"] == 2 and len(checkpoint["rng"]) == 2  # one noise stream per rank
+    assert json.loads((tmp_path / "student" / "model.json").read_text())["training"]["steps"] == 2
