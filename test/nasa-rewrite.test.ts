@@ -1,6 +1,6 @@
 // The NASA graph rewrite on hand-built transformer graphs (test/helpers/attention-graphs.ts): every way an exporter
-// writes attention (classic MatMul -> Mul -> Softmax -> MatMul, torch 2's SDPA with scaled operands, onnxruntime's
-// MultiHeadAttention with separate or packed K/V), with and without a DiT-style caption projection shared by the
+// writes attention (classic MatMul -> Mul -> Softmax -> MatMul, the same with heads folded into the batch and
+// baddbmm, torch 2's SDPA with scaled operands, onnxruntime's MultiHeadAttention with separate or packed K/V), with and without a DiT-style caption projection shared by the
 // cross-attentions, and a self-attention between them that must be left alone. Each patched graph runs under
 // onnxruntime with mixed per-sample scales and is checked against a float64 NASA reference and against the classic
 // form; scale 0 must give the plain graph's output. Then the graphs the rewrite must refuse.
@@ -76,6 +76,7 @@ function plain(options: AttentionGraphOptions): ModelProto {
 
 const FORMS: { form: AttentionForm; pattern: string }[] = [
   { form: 'classic', pattern: 'matmul-softmax' },
+  { form: 'batched-heads', pattern: 'matmul-softmax' },
   { form: 'scaled-operands', pattern: 'scaled-operands' },
   { form: 'mha', pattern: 'MultiHeadAttention' },
   { form: 'mha-separate', pattern: 'MultiHeadAttention' },

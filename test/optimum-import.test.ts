@@ -20,7 +20,7 @@ import { GenerationService } from '../src/generation/generation-service.js';
 import { LATENTS_VALUE } from '../src/importer/generator-graph.js';
 import { expectedCrossAttentionLayers } from '../src/importer/optimum-import.js';
 import { oneStepSchedule } from '../src/importer/one-step-schedule.js';
-import { externalizeInitializers, inlineTensorBytes, locateExternalData, writeModel } from '../src/onnx/external-data.js';
+import { externalDataFiles, externalizeInitializers, inlineTensorBytes, locateExternalData, writeModel } from '../src/onnx/external-data.js';
 import { attribute, int64Tensor, makeNode, tensorValueInfo } from '../src/onnx/onnx-builders.js';
 import { renameGraph } from '../src/onnx/onnx-graph.js';
 import { DataType, graphOf, readModel } from '../src/onnx/onnx-proto.js';
@@ -105,6 +105,7 @@ test('nasa-patch and import on the trainer\'s optimum export', async (t) => {
 
   await t.test('a UNet with external data is patched without reading it; the data file is linked next to the output', async (st) => {
     const model = await readModel(join(optimumDir, 'unet', 'model.onnx'));
+    const inlineBytes = inlineTensorBytes(model);
     await mkdir(join(dir, 'external'));
     await externalizeInitializers(model, join(dir, 'external'), 'model.onnx_data', 1024);
     await writeModel(model, join(dir, 'external', 'model.onnx'), await locateExternalData(model, join(dir, 'external')));
@@ -114,7 +115,9 @@ test('nasa-patch and import on the trainer\'s optimum export', async (t) => {
     assert.match(patch.stdout, /as expected by --expect\n.*\nwrote .* and its external data \(model\.onnx_data\) in/);
     const [source, placed] = await Promise.all([stat(join(dir, 'external', 'model.onnx_data')), stat(join(dir, 'external-patched', 'model.onnx_data'))]);
     assert.equal(placed.ino, source.ino);
-    assert.ok(inlineTensorBytes(await readModel(out)) < 10_000);
+    const patched = await readModel(out);
+    assert.deepEqual([...externalDataFiles(patched).keys()], ['model.onnx_data']);
+    assert.ok(inlineTensorBytes(patched) < inlineBytes / 50, `${inlineTensorBytes(patched)} of ${inlineBytes} bytes inline`);
     const feeds = { ...(await parityInputs(parityDir, cases.get('optimum_unet')!)), negative_encoder_hidden_states: negativeStates, nasa_scale: scales([0, 0.5, 1]) };
     const inline = (await run(st, join(dir, 'patched', 'unet-nasa.onnx'), feeds)).out_sample!.data;
     assert.equal(maxAbsDifference((await run(st, out, feeds)).out_sample!.data, inline), 0);
@@ -192,6 +195,28 @@ test('nasa-patch and import on the trainer\'s optimum export', async (t) => {
       st.diagnostic(`timestep float32 ${form === 'batch' ? '[batch]' : 'scalar'}: max |imported - trainer package| = ${difference} grey levels`);
       assert.ok(difference <= 1);
     }
+  });
+
+  await t.test('import keeps external data external: the files are linked into the package and listed', async (st) => {
+    const variant = join(dir, 'optimum-external');
+    await cp(optimumDir, variant, { recursive: true });
+    for (const component of ['unet', 'vae_decoder', 'text_encoder']) {
+      const path = join(variant, component, 'model.onnx');
+      const model = await readModel(path);
+      await externalizeInitializers(model, join(variant, component), 'model.onnx_data', 1024);
+      await writeModel(model, path, await locateExternalData(model, join(variant, component)));
+    }
+    const out = join(dir, 'external-package', 'imported');
+    const result = await snoopi(['import', variant, '--out', out]);
+    assert.equal(result.code, 0, result.stderr);
+    const manifest = await loadManifest(out, 'imported', { verifyFiles: true });
+    assert.deepEqual(Object.keys(manifest.files), [
+      'generator.onnx', 'unet/model.onnx_data', 'vae_decoder/model.onnx_data', 'text_encoder.onnx', 'text_encoder/model.onnx_data', 'tokenizer/vocab.json', 'tokenizer/merges.txt',
+    ]);
+    const [source, placed] = await Promise.all([stat(join(variant, 'unet', 'model.onnx_data')), stat(join(out, 'unet', 'model.onnx_data'))]);
+    assert.equal(placed.ino, source.ino);
+    const trainerImage = (await run(st, join(exported.packageDir, 'generator.onnx'), generatorFeeds)).image!.data;
+    assert.ok(maxAbsDifference((await run(st, join(out, 'generator.onnx'), generatorFeeds)).image!.data, trainerImage) <= 1);
   });
 
   await t.test('a cross-attention count other than the expected one is refused', async () => {

@@ -18,6 +18,34 @@ export const SettingsSchema = Type.Object(
     adminToken: Type.Optional(
       Type.String({ minLength: 16, description: 'bearer token of the admin routes (unset: admin routes answer 404)' }),
     ),
+    jobsDir: Type.String({ minLength: 1, default: join(repoRoot, 'runs', 'jobs'), description: 'fine-tune job records: one folder per job' }),
+    baseModelsDir: Type.Optional(
+      Type.String({ minLength: 1, description: 'teacher, CLIP and VAE checkpoints fine-tune jobs start from (unset: <models-dir>/base)' }),
+    ),
+    jobRunner: Type.Enum(['local', 'kubernetes'], {
+      type: 'string',
+      default: 'local',
+      description: 'where fine-tune jobs run: a child process, or a Kubernetes Job (src/jobs/README.md)',
+    }),
+    maxRunningJobs: Type.Integer({ minimum: 1, maximum: 64, default: 1, description: 'fine-tune jobs running at once; others wait queued' }),
+    jobCancelGraceMs: Type.Integer({
+      minimum: 0,
+      maximum: 3_600_000,
+      default: 30_000,
+      description: 'a cancelled local trainer gets SIGTERM (it saves a checkpoint), then SIGKILL after this many ms',
+    }),
+    trainerPython: Type.String({ minLength: 1, default: '/usr/bin/python3', description: 'the Python that runs trainer.distill (local runner)' }),
+    trainerConfig: Type.Optional(
+      Type.String({ minLength: 1, description: 'a JSON file of trainer.distill keys added to every job (device, threads, eval_n, ...)' }),
+    ),
+    k8sNamespace: Type.Optional(
+      Type.String({ minLength: 1, description: "namespace of the trainer Jobs (unset: the pod's own, else the kubeconfig context's, else default)" }),
+    ),
+    k8sJobTemplate: Type.String({
+      minLength: 1,
+      default: join(repoRoot, 'k8s', 'trainer-job.yaml'),
+      description: 'the batch/v1 Job manifest the kubernetes runner fills in for each job',
+    }),
     executionProvider: Type.Enum(['cpu', 'cuda'], {
       type: 'string',
       default: 'cpu',
@@ -79,6 +107,15 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   modelsDir: { env: 'SNOOPI_MODELS_DIR', flag: '--models-dir' },
   activeModel: { env: 'SNOOPI_ACTIVE_MODEL', flag: '--active-model' },
   adminToken: { env: 'SNOOPI_ADMIN_TOKEN', flag: '--admin-token' },
+  jobsDir: { env: 'SNOOPI_JOBS_DIR', flag: '--jobs-dir' },
+  baseModelsDir: { env: 'SNOOPI_BASE_MODELS_DIR', flag: '--base-models-dir' },
+  jobRunner: { env: 'SNOOPI_JOB_RUNNER', flag: '--job-runner' },
+  maxRunningJobs: { env: 'SNOOPI_MAX_RUNNING_JOBS', flag: '--max-running-jobs' },
+  jobCancelGraceMs: { env: 'SNOOPI_JOB_CANCEL_GRACE_MS', flag: '--job-cancel-grace-ms' },
+  trainerPython: { env: 'SNOOPI_TRAINER_PYTHON', flag: '--trainer-python' },
+  trainerConfig: { env: 'SNOOPI_TRAINER_CONFIG', flag: '--trainer-config' },
+  k8sNamespace: { env: 'SNOOPI_K8S_NAMESPACE', flag: '--k8s-namespace' },
+  k8sJobTemplate: { env: 'SNOOPI_K8S_JOB_TEMPLATE', flag: '--k8s-job-template' },
   executionProvider: { env: 'SNOOPI_EXECUTION_PROVIDER', flag: '--execution-provider' },
   intraOpThreads: { env: 'SNOOPI_INTRA_OP_THREADS', flag: '--intra-op-threads' },
   maxBatch: { env: 'SNOOPI_MAX_BATCH', flag: '--max-batch' },

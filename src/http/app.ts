@@ -17,6 +17,7 @@ import generateRoutes from './routes/generate.js';
 import healthRoutes from './routes/health.js';
 import metricsRoute from './routes/metrics.js';
 import modelRoutes from './routes/models.js';
+import playgroundRoutes from './routes/playground.js';
 
 export interface BuildAppOptions {
   /** Install SIGTERM/SIGINT handlers that shut the app down gracefully (the serve command). */
@@ -79,5 +80,6 @@ export function buildApp(settings: Settings, service: InferenceService, options:
   app.register(modelRoutes);
   app.register(generateRoutes);
   app.register(metricsRoute);
+  app.register(playgroundRoutes);
   return app;
 }

@@ -4,7 +4,7 @@
 // file it references next to it (a hard link, or a copy across file systems), so a written model opens on its own.
 import { constants } from 'node:fs';
 import { copyFile, link, mkdir, open, rm, stat } from 'node:fs/promises';
-import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { subgraphsOf } from './onnx-graph.js';
 import { EXTERNAL_DATA_LOCATION, graphOf, writeModelFile, type GraphProto, type ModelProto, type TensorProto } from './onnx-proto.js';
 
@@ -87,9 +87,11 @@ export function renameExternalData(model: ModelProto, rename: (location: string)
   });
 }
 
-/** Puts `source` at `target`: a hard link where the file system allows one, otherwise a streamed copy. */
+/** Puts `source` at `target`: a hard link where the file system allows one, otherwise a streamed copy. Nothing to do
+ * when `target` is `source` already (the same file, by device and inode, whatever the path). */
 async function placeFile(source: string, target: string): Promise<void> {
-  if (resolve(source) === resolve(target)) return;
+  const [from, to] = await Promise.all([stat(source), stat(target).catch(() => undefined)]);
+  if (to !== undefined && to.dev === from.dev && to.ino === from.ino) return;
   await mkdir(dirname(target), { recursive: true });
   await rm(target, { force: true });
   try {
@@ -106,6 +108,7 @@ async function placeFile(source: string, target: string): Promise<void> {
  */
 export async function writeModel(model: ModelProto, path: string, sources: ReadonlyMap<string, string> = new Map()): Promise<string[]> {
   const locations = [...externalDataFiles(model).keys()];
+  await mkdir(dirname(path), { recursive: true });
   for (const location of locations) {
     const source = sources.get(location);
     if (source === undefined) throw new Error(`no source given for the external data file ${location}`);

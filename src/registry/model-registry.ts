@@ -72,7 +72,7 @@ interface ModelRecord {
 }
 
 // Without an explicit choice the best-distilled package is active: PG-SB students before SB, before undistilled ones.
-const METHOD_PREFERENCE: readonly ModelManifest['method'][] = ['pg-sb', 'sb', 'teacher-init'];
+const METHOD_PREFERENCE: readonly ModelManifest['method'][] = ['pg-sb', 'sb', 'imported', 'teacher-init'];
 
 function defaultModel(entries: readonly ModelEntry[]): string | undefined {
   const rank = (entry: ModelEntry) => METHOD_PREFERENCE.indexOf(entry.manifest.method);

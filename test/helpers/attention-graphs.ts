@@ -5,10 +5,11 @@ import { attribute, floatTensor, int64Tensor, makeNode, MICROSOFT_DOMAIN, tensor
 import { GraphEditor } from '../../src/onnx/onnx-graph.js';
 import { DataType, graphOf, type ModelProto, type NodeProto, type TensorProto } from '../../src/onnx/onnx-proto.js';
 
-/** classic: MatMul(Q, K^T) -> Mul(scale) -> Softmax -> MatMul(V); scaled-operands: torch 2's SDPA export, Q and
- * K^T each times sqrt(scale) computed from Q's shape; mha: com.microsoft MultiHeadAttention with packed KV
- * ([B, L, heads, 2, d]); mha-separate: MultiHeadAttention with key and value inputs. */
-export type AttentionForm = 'classic' | 'scaled-operands' | 'mha' | 'mha-separate';
+/** classic: MatMul(Q, K^T) -> Mul(scale) -> Softmax -> MatMul(V); batched-heads: the same with the heads folded
+ * into the batch and baddbmm's extra term (diffusers' AttnProcessor under torch 1.x); scaled-operands: torch 2's
+ * SDPA export, Q and K^T each times sqrt(scale) computed from Q's shape; mha: com.microsoft MultiHeadAttention with
+ * packed KV ([B, L, heads, 2, d]); mha-separate: MultiHeadAttention with key and value inputs. */
+export type AttentionForm = 'classic' | 'batched-heads' | 'scaled-operands' | 'mha' | 'mha-separate';
 
 /** cross: keys and values from the conditioning; self: from the hidden states; mixed: keys from the conditioning,
  * values from the hidden states (needs tokens === contextTokens). */
@@ -66,7 +67,11 @@ export function buildAttentionGraph(options: AttentionGraphOptions): ModelProto 
   const fused = options.form === 'mha' || options.form === 'mha-separate';
   if (options.form === 'mha') initializers.push(int64Tensor('packed_kv_shape', [5], [0, 0, heads, 2, headDim]));
   if (!fused) initializers.push(int64Tensor('heads_shape', [4], [0, 0, heads, headDim]), int64Tensor('merged_shape', [3], [0, 0, INNER]));
-  if (options.form === 'classic') initializers.push(floatTensor('scale', [], [scale]));
+  if (options.form === 'classic' || options.form === 'batched-heads') initializers.push(floatTensor('scale', [], [scale]));
+  if (options.form === 'batched-heads') {
+    initializers.push(floatTensor('zero', [], [0]), int64Tensor('minus_one', [1], [-1]), int64Tensor('heads', [1], [heads]), int64Tensor('head_dim', [1], [headDim]));
+    for (const axis of [0, 1, 2, 3]) initializers.push(int64Tensor(`axis${axis}`, [1], [axis]));
+  }
   if (options.form === 'scaled-operands') initializers.push(int64Tensor('last_axis', [], [-1]), floatTensor('one', [], [1]));
   let context = 'encoder_hidden_states';
   if (options.captionProjection) {
@@ -115,6 +120,27 @@ export function buildAttentionGraph(options: AttentionGraphOptions): ModelProto 
         const v = node('MatMul', [valueSource, `${p}/wv`], 'v');
         merged = node('MultiHeadAttention', [q, k, v], 'attention', [attribute.int('num_heads', heads)], MICROSOFT_DOMAIN);
       }
+    } else if (options.form === 'batched-heads') {
+      // diffusers' AttnProcessor as torch 1.x exports it: heads folded into the batch (head_to_batch_dim), scores by
+      // baddbmm (scale * Q K^T + 0 * an empty tensor shaped from Q and K), bmm with V, batch_to_head_dim.
+      initializers.push(floatTensor(`${p}/wk`, [kvWidth, INNER], w.k), floatTensor(`${p}/wv`, [valueWidth, INNER], w.v));
+      const slice = (value: string, start: string, end: string, name: string) => node('Slice', [node('Shape', [value], `${name}_shape`), start, end], name);
+      const toBatch = (value: string, name: string) => {
+        const split = node('Transpose', [node('Reshape', [value, 'heads_shape'], `${name}_heads`)], `${name}_t`, [attribute.ints('perm', [0, 2, 1, 3])]);
+        const shape = node('Concat', ['minus_one', slice(split, 'axis2', 'axis3', `${name}_tokens`), 'head_dim'], `${name}_batched_shape`, [attribute.int('axis', 0)]);
+        return node('Reshape', [split, shape], `${name}_batched`);
+      };
+      const qb = toBatch(q, 'q');
+      const kb = toBatch(node('MatMul', [kvSource, `${p}/wk`], 'k'), 'k');
+      const vb = toBatch(node('MatMul', [valueSource, `${p}/wv`], 'v'), 'v');
+      const emptyShape = node('Concat', [slice(qb, 'axis0', 'axis2', 'qb_dims'), slice(kb, 'axis1', 'axis2', 'kb_tokens')], 'empty_shape', [attribute.int('axis', 0)]);
+      const empty = node('ConstantOfShape', [emptyShape], 'empty', [attribute.tensor('value', floatTensor('value', [1], [0]))]);
+      const product = node('Mul', [node('MatMul', [qb, node('Transpose', [kb], 'k_bt', [attribute.ints('perm', [0, 2, 1])])], 'scores'), 'scale'], 'scaled_scores');
+      const scores = node('Add', [product, node('Mul', [empty, 'zero'], 'beta_input')], 'baddbmm');
+      const zb = node('MatMul', [node('Softmax', [scores], 'probabilities', [attribute.int('axis', -1)]), vb], 'z');
+      const headsShape = node('Concat', ['minus_one', 'heads', slice(zb, 'axis1', 'axis2', 'z_tokens'), 'head_dim'], 'z_heads_shape', [attribute.int('axis', 0)]);
+      const z = node('Reshape', [zb, headsShape], 'z_heads');
+      merged = node('Reshape', [node('Transpose', [z], 'z_t', [attribute.ints('perm', [0, 2, 1, 3])]), 'merged_shape'], 'merged');
     } else {
       initializers.push(floatTensor(`${p}/wk`, [kvWidth, INNER], w.k), floatTensor(`${p}/wv`, [valueWidth, INNER], w.v));
       const split = (value: string, name: string, perm: number[]) =>

@@ -6,7 +6,7 @@ const ModelEntry = Type.Object(
     id: Type.String(),
     display_name: Type.String(),
     backbone: Type.String(),
-    method: Type.String({ description: 'pg-sb | sb | teacher-init' }),
+    method: Type.String({ description: 'pg-sb | sb | imported | teacher-init' }),
     parameterization: Type.String({ description: 'eps | v | x0' }),
     active: Type.Boolean({ description: 'the model /generate uses when the request names none' }),
     loaded: Type.Boolean({ description: 'its sessions are open (the active model once warmed; others on first use)' }),

@@ -1,0 +1,211 @@
+// What one run of the suite measures: the server configurations, the request scenarios, the grid of
+// (configuration, scenario, connections) cells and the time given to each part. `quick` is `npm run bench` (about
+// 3-5 minutes), `full` is `npm run bench:full` (about 25 minutes, soak included).
+import type { ModelManifest } from '../../src/registry/model-manifest.js';
+
+export const CONFIGS = {
+  'batch-on': { description: 'micro-batching on (the default --max-batch=16), embedding cache on (default 64 MiB)', flags: [] },
+  'batch-off': { description: 'micro-batching off (--max-batch=1), embedding cache on', flags: ['--max-batch=1'] },
+  'cache-off': { description: 'embedding cache off (--cache-bytes=1024: smaller than one embedding), batching on', flags: ['--cache-bytes=1024'] },
+  'batch-64': { description: 'micro-batching up to 64 images (--max-batch=64), cache on', flags: ['--max-batch=64'] },
+} as const satisfies Record<string, { description: string; flags: readonly string[] }>;
+
+export type ConfigName = keyof typeof CONFIGS;
+
+/** Flags every configuration shares: a queue long enough that no bench cell is refused with 429. */
+export const COMMON_FLAGS = ['--max-queue-rows=4096'] as const;
+
+export const SCENARIOS = {
+  repeated: 'one prompt on every request (embedding cache hits), PNG in JSON',
+  unique: 'a different prompt on every request (embedding cache misses), PNG in JSON',
+  negative: 'the repeated prompt plus a negative prompt with NASA on every request',
+  'images-4': 'the repeated prompt, num_images 4 (throughput counted in images)',
+  jpeg: 'the repeated prompt, format jpeg (quality 90)',
+  webp: 'the repeated prompt, format webp (quality 90)',
+  'png-raw': 'the repeated prompt, Accept: image/png (the image bytes, no JSON or base64)',
+} as const;
+
+export type ScenarioName = keyof typeof SCENARIOS;
+
+export const REPEATED_PROMPT = 'a red circle on a white background';
+export const NEGATIVE_PROMPT = 'blue';
+
+export interface ScenarioRequest {
+  body: string;
+  headers: Record<string, string>;
+  /** autocannon replaces [<id>] in the body with a fresh id per request. */
+  idReplacement: boolean;
+  imagesPerRequest: number;
+}
+
+/** The NASA scale of the negative scenario: the model's default, or half its maximum when the default is 0. */
+export function negativeScale(manifest: ModelManifest): number {
+  return manifest.nasa.default_scale > 0 ? manifest.nasa.default_scale : manifest.nasa.max_scale / 2;
+}
+
+export function scenarioRequest(scenario: ScenarioName, manifest: ModelManifest): ScenarioRequest {
+  const json = { 'content-type': 'application/json' };
+  const plain = (extra: object, imagesPerRequest = 1, headers: Record<string, string> = json): ScenarioRequest => ({
+    body: JSON.stringify({ prompt: REPEATED_PROMPT, ...extra }),
+    headers,
+    idReplacement: false,
+    imagesPerRequest,
+  });
+  switch (scenario) {
+    case 'repeated':
+      return plain({});
+    case 'unique':
+      return { ...plain({ prompt: 'a red circle number [<id>]' }), idReplacement: true };
+    case 'negative':
+      return plain({ negative_prompt: NEGATIVE_PROMPT, negative_scale: negativeScale(manifest) });
+    case 'images-4':
+      return plain({ num_images: 4 }, 4);
+    case 'jpeg':
+      return plain({ format: 'jpeg' });
+    case 'webp':
+      return plain({ format: 'webp' });
+    case 'png-raw':
+      return plain({}, 1, { ...json, accept: 'image/png' });
+  }
+}
+
+export interface CellGroup {
+  config: ConfigName;
+  scenario: ScenarioName;
+  connections: number[];
+}
+
+export type Section = 'pytorch' | 'engine' | 'images' | 'service' | 'health' | 'timings' | 'soak';
+export const SECTIONS: readonly Section[] = ['pytorch', 'engine', 'images', 'service', 'health', 'timings', 'soak'];
+
+export interface Plan {
+  kind: 'quick' | 'full' | 'smoke';
+  sections: Section[];
+  engine: { batches: number[]; secondsPerBatch: number; minRuns: number; spinningBatches: number[] };
+  pytorch: { batches: number[]; secondsPerBatch: number; minRuns: number; threads: number };
+  images: { rounds: number; sweep: boolean };
+  service: { cellSeconds: number; warmupSeconds: number; groups: CellGroup[] };
+  /** /healthz probed while /generate is saturated (batch-on, repeated prompt). */
+  health: { seconds: number; generateConnections: number; probeConnections: number; probeRatePerConnection: number };
+  /** Server-Timing sampled with fetch: sequential requests, then `loadedInFlight` concurrent loops. */
+  timings: { requests: number; loadedInFlight: number };
+  /** 0: no soak. */
+  soak: { seconds: number; loadFraction: number; connections: number; sampleSeconds: number };
+}
+
+const QUICK_SATURATION = 64;
+
+export function quickPlan(): Plan {
+  return {
+    kind: 'quick',
+    sections: ['pytorch', 'engine', 'images', 'service', 'health', 'timings'],
+    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, spinningBatches: [] },
+    pytorch: { batches: [1, 4, 16, 64], secondsPerBatch: 1.5, minRuns: 2, threads: 2 },
+    images: { rounds: 200, sweep: false },
+    service: {
+      cellSeconds: 5,
+      warmupSeconds: 2,
+      groups: [
+        // The latency-throughput curve of the default service, and the scenarios at saturation.
+        { config: 'batch-on', scenario: 'repeated', connections: [1, 4, 16, QUICK_SATURATION] },
+        { config: 'batch-on', scenario: 'unique', connections: [QUICK_SATURATION] },
+        { config: 'batch-on', scenario: 'negative', connections: [QUICK_SATURATION] },
+        { config: 'batch-on', scenario: 'images-4', connections: [16] },
+        { config: 'batch-on', scenario: 'jpeg', connections: [QUICK_SATURATION] },
+        { config: 'batch-on', scenario: 'webp', connections: [QUICK_SATURATION] },
+        // What batching buys: the same curve without it.
+        { config: 'batch-off', scenario: 'repeated', connections: [1, 16, QUICK_SATURATION] },
+        // What the cache buys: the text encoder on every request.
+        { config: 'cache-off', scenario: 'repeated', connections: [QUICK_SATURATION] },
+        { config: 'cache-off', scenario: 'unique', connections: [QUICK_SATURATION] },
+      ],
+    },
+    health: { seconds: 5, generateConnections: QUICK_SATURATION, probeConnections: 4, probeRatePerConnection: 50 },
+    timings: { requests: 100, loadedInFlight: 16 },
+    soak: { seconds: 0, loadFraction: 0.8, connections: QUICK_SATURATION, sampleSeconds: 1 },
+  };
+}
+
+export function fullPlan(): Plan {
+  const curve = [1, 2, 4, 8, 16, 32, 64, 128];
+  const points = [1, 16, 64];
+  return {
+    kind: 'full',
+    sections: [...SECTIONS],
+    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 10, spinningBatches: [1, 16] },
+    pytorch: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 3, threads: 2 },
+    images: { rounds: 300, sweep: true },
+    service: {
+      cellSeconds: 10,
+      warmupSeconds: 3,
+      groups: [
+        { config: 'batch-on', scenario: 'repeated', connections: curve },
+        ...(['unique', 'negative', 'images-4', 'jpeg', 'webp', 'png-raw'] as const).map((scenario) => ({
+          config: 'batch-on' as const,
+          scenario,
+          connections: points,
+        })),
+        ...(['batch-off', 'cache-off', 'batch-64'] as const).flatMap((config) => [
+          { config, scenario: 'repeated' as const, connections: curve },
+          { config, scenario: 'unique' as const, connections: points },
+        ]),
+      ],
+    },
+    health: { seconds: 10, generateConnections: 64, probeConnections: 4, probeRatePerConnection: 50 },
+    timings: { requests: 300, loadedInFlight: 16 },
+    soak: { seconds: 600, loadFraction: 0.8, connections: 64, sampleSeconds: 1 },
+  };
+}
+
+export interface CliOptions {
+  plan: Plan;
+  model: string | undefined;
+  out: string | undefined;
+  note: string | undefined;
+  profile: boolean;
+}
+
+export const USAGE = `node dist/bench/suite.js [flags]     (npm run bench / npm run bench:full)
+
+  --full              the full grid, 10 s cells, engine spinning comparison, image-encoder sweep, 10-minute soak
+  --model=ID          the model package to measure (default: the best trained package, else shapes-fixture)
+  --out=DIR           where results.json, report.md and the plots go (default bench/results/<quick|full>)
+  --seconds=N         seconds per load cell (default 5 quick, 10 full)
+  --soak-seconds=N    soak duration; 0 skips it (default 0 quick, 600 full)
+  --only=a,b          only these sections: ${SECTIONS.join(', ')}
+  --note=TEXT         a caveat printed at the top of the report (e.g. "taken on a loaded machine")
+  --profile           run the servers under node --cpu-prof and summarise where their main thread spends time`;
+
+export function parseCli(argv: readonly string[]): CliOptions {
+  const values = new Map<string, string>();
+  for (const arg of argv) {
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (match === null) throw new Error(`unknown argument ${JSON.stringify(arg)}\n\n${USAGE}`);
+    values.set(match[1]!, match[2] ?? 'true');
+  }
+  const known = ['full', 'model', 'out', 'seconds', 'soak-seconds', 'only', 'note', 'profile', 'help'];
+  for (const key of values.keys()) if (!known.includes(key)) throw new Error(`unknown flag --${key}\n\n${USAGE}`);
+  const plan = values.has('full') ? fullPlan() : quickPlan();
+  const positive = (key: string, allowZero: boolean): number | undefined => {
+    const raw = values.get(key);
+    if (raw === undefined) return undefined;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new Error(`--${key} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${raw}`);
+    return value;
+  };
+  const seconds = positive('seconds', false);
+  if (seconds !== undefined) plan.service.cellSeconds = seconds;
+  const soakSeconds = positive('soak-seconds', true);
+  if (soakSeconds !== undefined) {
+    plan.soak.seconds = soakSeconds;
+    if (soakSeconds > 0 && !plan.sections.includes('soak')) plan.sections.push('soak');
+  }
+  if (plan.soak.seconds === 0) plan.sections = plan.sections.filter((section) => section !== 'soak');
+  const only = values.get('only');
+  if (only !== undefined) {
+    const wanted = only.split(',');
+    for (const section of wanted) if (!SECTIONS.includes(section as Section)) throw new Error(`--only: unknown section ${section}; known: ${SECTIONS.join(', ')}`);
+    plan.sections = SECTIONS.filter((section) => wanted.includes(section));
+  }
+  return { plan, model: values.get('model'), out: values.get('out'), note: values.get('note'), profile: values.has('profile') };
+}

@@ -1,0 +1,69 @@
+// Where a request's time goes, from the Server-Timing header the service sends with every image (queue, encode =
+// tokenize + text embeddings, generate = the batch's generator call, image = PNG/JPEG/WebP encoding, total = the
+// service's pipeline), next to what the client measured. client - total is everything outside the pipeline: HTTP
+// parsing, schema validation, JSON + base64 serialisation (absent for Accept: image/png), loopback and the client.
+import { performance } from 'node:perf_hooks';
+import { REPEATED_PROMPT } from './plan.js';
+import { summarize } from './stats.js';
+
+export const PHASES = ['queue', 'encode', 'generate', 'image', 'total', 'client', 'outside'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface TimingSample {
+  label: string;
+  /** Requests kept in flight by the sampler. */
+  inFlight: number;
+  response: 'json' | 'png';
+  samples: number;
+  meanMs: Record<Phase, number>;
+  p50Ms: Record<Phase, number>;
+}
+
+export function parseServerTiming(header: string): Record<string, number> {
+  const phases: Record<string, number> = {};
+  for (const entry of header.split(',')) {
+    const [name, ...params] = entry.trim().split(';');
+    const duration = params.map((param) => /^dur=([\d.]+)$/.exec(param.trim())?.[1]).find((value) => value !== undefined);
+    if (name !== undefined && duration !== undefined) phases[name] = Number(duration);
+  }
+  return phases;
+}
+
+async function sampleOne(url: string, response: 'json' | 'png'): Promise<Record<Phase, number>> {
+  const started = performance.now();
+  const answer = await fetch(`${url}/generate`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(response === 'png' ? { accept: 'image/png' } : {}) },
+    body: JSON.stringify({ prompt: REPEATED_PROMPT }),
+  });
+  await answer.arrayBuffer();
+  const client = performance.now() - started;
+  if (answer.status !== 200) throw new Error(`timings: POST /generate answered ${answer.status}`);
+  const phases = parseServerTiming(answer.headers.get('server-timing') ?? '');
+  for (const phase of ['queue', 'encode', 'generate', 'image', 'total'] as const) {
+    if (!Number.isFinite(phases[phase])) throw new Error(`timings: no ${phase} in Server-Timing "${answer.headers.get('server-timing')}"`);
+  }
+  return { queue: phases.queue!, encode: phases.encode!, generate: phases.generate!, image: phases.image!, total: phases.total!, client, outside: client - phases.total! };
+}
+
+/** `requests` requests with `inFlight` concurrent loops; the first `inFlight` answers are a warm-up and not kept. */
+export async function sampleTimings(url: string, label: string, response: 'json' | 'png', requests: number, inFlight: number): Promise<TimingSample> {
+  const samples: Record<Phase, number>[] = [];
+  let started = 0;
+  const loop = async () => {
+    while (started < requests + inFlight) {
+      const index = started++;
+      const sample = await sampleOne(url, response);
+      if (index >= inFlight) samples.push(sample);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, loop));
+  const meanMs = {} as Record<Phase, number>;
+  const p50Ms = {} as Record<Phase, number>;
+  for (const phase of PHASES) {
+    const stats = summarize(samples.map((sample) => sample[phase]));
+    meanMs[phase] = stats.mean;
+    p50Ms[phase] = stats.p50;
+  }
+  return { label, inFlight, response, samples: samples.length, meanMs, p50Ms };
+}
