@@ -51,23 +51,30 @@ RUN npx tsc -p tsconfig.json \
 FROM node AS runtime
 ARG EXECUTION_PROVIDER=cuda
 # SNOOPI_EXECUTION_PROVIDER=cuda falls back to cpu (and says so in the log, /models and /metrics) where CUDA cannot load.
+# SNOOPI_K8S_JOB_TEMPLATE: the Job manifest copied below, for SNOOPI_JOB_RUNNER=kubernetes.
 ENV NODE_ENV=production \
     PORT=8080 \
     HOST=0.0.0.0 \
     SNOOPI_MODELS_DIR=/app/models \
-    SNOOPI_EXECUTION_PROVIDER=${EXECUTION_PROVIDER}
-RUN groupadd --system --gid 10001 snoopi \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin snoopi
+    SNOOPI_EXECUTION_PROVIDER=${EXECUTION_PROVIDER} \
+    SNOOPI_K8S_JOB_TEMPLATE=/app/k8s/base/trainer-job-template.yaml
 WORKDIR /app
 # Everything stays owned by root and read-only to the service user (Kubernetes also mounts the root filesystem
-# read-only); the service writes nothing but /tmp.
+# read-only) but the job records' folder (SNOOPI_JOBS_DIR's default, created at start): mount a volume there to
+# keep them across containers. On Kubernetes they live on the models volume instead.
+RUN groupadd --system --gid 10001 snoopi \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin snoopi \
+ && install -d -o 10001 -g 10001 -m 0750 /app/runs/jobs
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
 # Read at run time by `snoopi import` / `snoopi nasa-patch` (src/onnx/onnx-proto.ts).
 COPY --from=build /app/src/onnx/onnx.proto ./src/onnx/onnx.proto
 COPY web ./web
+# The embedded model packages, and base/: the checkpoints fine-tune jobs start from.
 COPY models ./models
+# The Job manifest the kubernetes job runner fills in (SNOOPI_K8S_JOB_TEMPLATE in k8s/base/configmap.yaml).
+COPY k8s/base/trainer-job-template.yaml ./k8s/base/trainer-job-template.yaml
 USER 10001:10001
 EXPOSE 8080
 # /healthz is liveness: it answers at once, even while the model loads (that is /readyz) and under full load.

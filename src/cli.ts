@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { repoRoot, packageInfo } from './config/paths.js';
 import { SettingsError, loadSettings, settingsHelp } from './config/settings.js';
 import { importCommand, nasaPatchCommand } from './importer/commands.js';
+import { jobsCommand } from './jobs/jobs-command.js';
 
 interface Command {
   summary: string;
@@ -53,6 +54,7 @@ file differs from it.`,
   },
   'nasa-patch': nasaPatchCommand,
   import: importCommand,
+  jobs: jobsCommand,
 };
 
 function mainHelp(): string {

@@ -3,7 +3,7 @@
 import { pino } from 'pino';
 import type { Settings } from './config/settings.js';
 import { GenerationService, type GenerationServiceOptions } from './generation/generation-service.js';
-import { buildApp } from './http/app.js';
+import { buildApp, logRedaction } from './http/app.js';
 
 /** The generation service's options from the settings; the one place the two meet (serve and the tests use it). */
 export function serviceOptions(settings: Settings): GenerationServiceOptions {
@@ -20,7 +20,7 @@ export function serviceOptions(settings: Settings): GenerationServiceOptions {
 }
 
 export async function serve(settings: Settings): Promise<void> {
-  const logger = pino({ level: settings.logLevel });
+  const logger = pino({ level: settings.logLevel, redact: logRedaction });
   const service = await GenerationService.create({ ...serviceOptions(settings), log: logger.child({ component: 'generation' }) });
   const app = buildApp(settings, service, { handleSignals: true, logger });
   await app.listen({ port: settings.port, host: settings.host });

@@ -15,7 +15,18 @@ test('the document names the service and lists every route with its error respon
   const document = JSON.parse(await renderOpenApiDocument());
   assert.equal(document.openapi, '3.0.3');
   assert.deepEqual(document.info, { title: 'snoopi-serve', version: packageInfo.version, description: packageInfo.description });
-  assert.deepEqual(Object.keys(document.paths).sort(), ['/generate', '/healthz', '/metrics', '/models', '/readyz']);
+  assert.deepEqual(Object.keys(document.paths).sort(), [
+    '/admin/finetune',
+    '/admin/jobs',
+    '/admin/jobs/{id}',
+    '/admin/jobs/{id}/events',
+    '/admin/models/{id}/activate',
+    '/generate',
+    '/healthz',
+    '/metrics',
+    '/models',
+    '/readyz',
+  ]);
   const errorBody = { 'application/json': { schema: { $ref: '#/components/schemas/ErrorBody' } } };
   const generate = document.paths['/generate'].post.responses;
   assert.deepEqual(Object.keys(generate), ['200', '400', '404', '406', '413', '415', '429', '500', '503', '504']);

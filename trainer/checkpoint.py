@@ -8,6 +8,7 @@ truncated checkpoint behind.
 TrainingCheckpoints wraps what every training script does with them: resume, save every few minutes, at the end and
 on SIGTERM.
 """
+import json
 import os
 import random
 import signal
@@ -131,3 +132,21 @@ class TrainingCheckpoints:
                       f"checkpoint saved to {self.path}", flush=True)
             distributed.cleanup()
         return stop_now
+
+
+def reproduce_commands(module, config_file, config, history):
+    """The commands that retrain a run from scratch, one per phase when its config was changed on resume (history):
+    each phase stops at the step where the next began, on the final run's learning-rate schedule."""
+    base = ["/usr/bin/python3", "-m", module, config_file]
+    decay_steps = config["lr_decay_steps"] or config["max_steps"]
+    commands, overrides = [], {}
+    for entry in history:
+        flags = [f"--{k}={_flag(v)}" for k, v in overrides.items()]
+        commands.append(" ".join(base + flags + [f"--max_steps={entry['step']}", f"--lr_decay_steps={decay_steps}"]))
+        overrides.update({k: v for k, v in entry["changes"].items() if k not in ("max_steps", "lr_decay_steps")})
+    commands.append(" ".join(base + [f"--{k}={_flag(v)}" for k, v in overrides.items()]))
+    return commands
+
+
+def _flag(value):
+    return value if isinstance(value, str) else json.dumps(value).replace(" ", "")

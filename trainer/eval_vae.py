@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from trainer import judge_accuracy, shapes, train_vae
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import load_checkpoint, reproduce_commands, save_checkpoint
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import AutoencoderKL, VaeArgs, decode_latents, encode_images
 
@@ -86,14 +86,16 @@ def main(argv):
     print(json.dumps(metrics, indent=1))
     if config["out"]:
         save_checkpoint(config["out"], model_args=state["model_args"],
-                        model={k: v.float() for k, v in vae.state_dict().items()}, scaling_factor=scaling_factor,
+                        model={k: v.float().contiguous() for k, v in vae.state_dict().items()}, scaling_factor=scaling_factor,
                         step=state["step"], config=train_config)
         summary = {"model": "vae", "checkpoint": os.path.basename(config["out"]), "model_args": state["model_args"],
                    "steps": state["step"], "recipe": train_config, "scaling_factor": scaling_factor,
                    "metrics": {k: v for k, v in metrics.items() if not k.startswith("errors")},
-                   "reproduce": ["/usr/bin/python3 -m trainer.train_vae trainer/configs/vae.json",
-                                 f"/usr/bin/python3 -m trainer.eval_vae --checkpoint=runs/vae/ckpt.pt "
-                                 f"--n={config['n']} --out={config['out']}"]}
+                   "history": state.get("history", []),
+                   "reproduce": reproduce_commands("trainer.train_vae", "trainer/configs/vae.json", train_config,
+                                                   state.get("history", [])) +
+                   [f"/usr/bin/python3 -m trainer.eval_vae --checkpoint=runs/vae/ckpt.pt --n={config['n']} "
+                    f"--out={config['out']}"]}
         with open(os.path.splitext(config["out"])[0] + ".json", "w") as f:
             json.dump(summary, f, indent=1)
             f.write("\n")

@@ -107,7 +107,8 @@ export function bestBatch(timings: readonly BatchTiming[]): BatchTiming {
 }
 
 export interface EngineSection {
-  results: EngineResults;
+  /** Null when no batch sizes were asked for (the images section alone). */
+  results: EngineResults | null;
   /** Absent when no parity files were given. */
   parity: ParityResult | undefined;
   /** `imageCount` generated images (seeded inputs), for the image-encoding section. */
@@ -140,7 +141,8 @@ export async function measureEngine(
       await spinningEngine.close();
     }
   }
-  return { results: { intraOpThreads: options.intraOpThreads, allowSpinning: false, batches, best: bestBatch(batches), spinning }, parity, images };
+  const results = batches.length > 0 ? { intraOpThreads: options.intraOpThreads, allowSpinning: false, batches, best: bestBatch(batches), spinning } : null;
+  return { results, parity, images };
 }
 
 interface ParityTensor {

@@ -25,8 +25,12 @@ export interface ImageSet {
   height: number;
 }
 
-async function time(set: ImageSet, encoder: string, rounds: number, encode: (pixels: Uint8Array) => Promise<Buffer>): Promise<EncodingTiming> {
-  for (const pixels of set.pixels) await encode(pixels);
+const WARMUP_CALLS = 20;
+
+async function time(set: ImageSet, encoder: string, roundsAt64: number, encode: (pixels: Uint8Array) => Promise<Buffer>): Promise<EncodingTiming> {
+  // Fewer rounds for larger images (at least 10): a 512x512 PNG at level 9 takes a quarter of a second.
+  const rounds = Math.max(10, Math.round((roundsAt64 * 64 * 64) / (set.width * set.height)));
+  for (let i = 0; i < Math.max(WARMUP_CALLS, set.pixels.length); i++) await encode(set.pixels[i % set.pixels.length]!);
   const times: number[] = [];
   let bytes = 0;
   for (let round = 0; round < rounds; round++) {

@@ -107,6 +107,8 @@ export interface Cell {
   cache: { hits: number; misses: number };
   /** Generator time over wall time: 1 means the engine never waited for work. */
   engineBusy: number;
+  /** Mean wall time of one generator batch (compare with the raw engine at batchSizes.meanRows). */
+  meanGenerateMs: number;
   /** CPU cores the server process used on average (all threads), and the bench process (autocannon). */
   serverCpuCores: number;
   clientCpuCores: number;
@@ -173,6 +175,7 @@ export async function measureCell(options: CellOptions): Promise<Cell> {
     batchSizes: batchSizes(before, after, model),
     cache: { hits: delta(before, after, 'snoopi_embedding_cache_hits_total'), misses: delta(before, after, 'snoopi_embedding_cache_misses_total') },
     engineBusy: inferenceSeconds / load.seconds,
+    meanGenerateMs: (inferenceSeconds * 1000) / Math.max(1, delta(before, after, 'snoopi_engine_inference_seconds_count', { model })),
     serverCpuCores: (usageAfter.cpuSeconds - usageBefore.cpuSeconds) / load.seconds,
     clientCpuCores: (client.user + client.system) / 1e6 / load.seconds,
     eventLoopLagP99Ms: total(after, 'snoopi_nodejs_eventloop_lag_p99_seconds') * 1000,
@@ -186,6 +189,6 @@ export function describeCell(cell: Cell): string {
     `${cell.config.padEnd(9)} ${cell.scenario.padEnd(8)} c=${String(cell.connections).padStart(3)}: ` +
     `${round(cell.requestsPerSecond)} req/s, ${round(cell.imagesPerSecond)} img/s, p50 ${round(cell.latencyMs.p50)} ms, ` +
     `p99 ${round(cell.latencyMs.p99)} ms, non-2xx ${cell.non2xx}, mean batch ${round(cell.batchSizes.meanRows)}, ` +
-    `engine busy ${Math.round(cell.engineBusy * 100)}%, server CPU ${round(cell.serverCpuCores)} cores`
+    `${round(cell.meanGenerateMs)} ms per batch, engine busy ${Math.round(cell.engineBusy * 100)}%, server CPU ${round(cell.serverCpuCores)} cores`
   );
 }

@@ -82,7 +82,7 @@ export interface Plan {
   kind: 'quick' | 'full' | 'smoke';
   sections: Section[];
   engine: { batches: number[]; secondsPerBatch: number; minRuns: number; spinningBatches: number[] };
-  pytorch: { batches: number[]; secondsPerBatch: number; minRuns: number; threads: number };
+  pytorch: { batches: number[]; secondsPerBatch: number; minRuns: number; threads: number[] };
   images: { rounds: number; sweep: boolean };
   service: { cellSeconds: number; warmupSeconds: number; groups: CellGroup[] };
   /** /healthz probed while /generate is saturated (batch-on, repeated prompt). */
@@ -100,7 +100,7 @@ export function quickPlan(): Plan {
     kind: 'quick',
     sections: ['pytorch', 'engine', 'images', 'service', 'health', 'timings'],
     engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, spinningBatches: [] },
-    pytorch: { batches: [1, 4, 16, 64], secondsPerBatch: 1.5, minRuns: 2, threads: 2 },
+    pytorch: { batches: [1, 4, 16, 64], secondsPerBatch: 1.5, minRuns: 2, threads: [2, 1] },
     images: { rounds: 200, sweep: false },
     service: {
       cellSeconds: 5,
@@ -133,7 +133,7 @@ export function fullPlan(): Plan {
     kind: 'full',
     sections: [...SECTIONS],
     engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 10, spinningBatches: [1, 16] },
-    pytorch: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 3, threads: 2 },
+    pytorch: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 3, threads: [2, 1] },
     images: { rounds: 300, sweep: true },
     service: {
       cellSeconds: 10,
@@ -154,6 +154,28 @@ export function fullPlan(): Plan {
     health: { seconds: 10, generateConnections: 64, probeConnections: 4, probeRatePerConnection: 50 },
     timings: { requests: 300, loadedInFlight: 16 },
     soak: { seconds: 600, loadFraction: 0.8, connections: 64, sampleSeconds: 1 },
+  };
+}
+
+/** The smallest grid that exercises every section (test/bench-smoke.test.ts): about a second per part. */
+export function smokePlan(): Plan {
+  return {
+    kind: 'smoke',
+    sections: [...SECTIONS],
+    engine: { batches: [1, 2], secondsPerBatch: 0.2, minRuns: 3, spinningBatches: [] },
+    pytorch: { batches: [1], secondsPerBatch: 0.1, minRuns: 1, threads: [1] },
+    images: { rounds: 5, sweep: false },
+    service: {
+      cellSeconds: 1,
+      warmupSeconds: 1,
+      groups: [
+        { config: 'batch-on', scenario: 'repeated', connections: [1, 4] },
+        { config: 'batch-on', scenario: 'negative', connections: [4] },
+      ],
+    },
+    health: { seconds: 1, generateConnections: 4, probeConnections: 1, probeRatePerConnection: 20 },
+    timings: { requests: 4, loadedInFlight: 2 },
+    soak: { seconds: 2, loadFraction: 0.5, connections: 2, sampleSeconds: 0.25 },
   };
 }
 
@@ -207,5 +229,6 @@ export function parseCli(argv: readonly string[]): CliOptions {
     for (const section of wanted) if (!SECTIONS.includes(section as Section)) throw new Error(`--only: unknown section ${section}; known: ${SECTIONS.join(', ')}`);
     plan.sections = SECTIONS.filter((section) => wanted.includes(section));
   }
+  if (plan.sections.includes('soak') && plan.soak.seconds === 0) throw new Error('the soak section needs --soak-seconds=N (N > 0)');
   return { plan, model: values.get('model'), out: values.get('out'), note: values.get('note'), profile: values.has('profile') };
 }

@@ -25,7 +25,7 @@ export interface SoakResults {
   targetRate: number;
   saturationRate: number;
   connections: number;
-  load: Omit<LoadRun, 'latencyMs'> & { latencyMs: LoadRun['latencyMs'] };
+  load: LoadRun;
   status5xx: number;
   points: SoakPoint[];
   heap: HeapPoint[];

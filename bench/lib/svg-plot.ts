@@ -50,9 +50,12 @@ function linearTicks(min: number, max: number): number[] {
   const rough = span / 6;
   const power = 10 ** Math.floor(Math.log10(rough));
   const step = [1, 2, 2.5, 5, 10].map((factor) => factor * power).find((candidate) => candidate >= rough)!;
+  // From the last tick at or below min to the first at or above max.
   const ticks: number[] = [];
-  for (let tick = Math.floor(min / step) * step; tick <= max + step * 1e-9; tick += step) ticks.push(Number(tick.toPrecision(12)));
-  return ticks;
+  for (let tick = Math.floor(min / step) * step; ; tick += step) {
+    ticks.push(Number(tick.toPrecision(12)));
+    if (tick >= max - step * 1e-9) return ticks;
+  }
 }
 
 function logTicks(min: number, max: number, base: 2 | 10): number[] {
@@ -189,7 +192,7 @@ export function stackedBars(chart: StackedBars): string {
   chart.segments.forEach((segment, index) => {
     parts.push(`<rect x="${legendX}" y="${legendY - 8}" width="12" height="12" fill="${COLORS[index % COLORS.length]}"/>`);
     parts.push(`<text x="${legendX + 16}" y="${legendY}" dominant-baseline="middle">${escape(segment)}</text>`);
-    legendX += 24 + segment.length * 7;
+    legendX += 24 + segment.length * 6.5;
   });
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;

@@ -1,12 +1,13 @@
 // Where a request's time goes, from the Server-Timing header the service sends with every image (queue, encode =
 // tokenize + text embeddings, generate = the batch's generator call, image = PNG/JPEG/WebP encoding, total = the
 // service's pipeline), next to what the client measured. client - total is everything outside the pipeline: HTTP
-// parsing, schema validation, JSON + base64 serialisation (absent for Accept: image/png), loopback and the client.
+// parsing, schema validation, JSON + base64 serialisation (absent for Accept: image/png), loopback and the client;
+// other = total - the four phases (the pipeline's own bookkeeping: checks, seeded noise, model lease, awaits).
 import { performance } from 'node:perf_hooks';
 import { REPEATED_PROMPT } from './plan.js';
 import { summarize } from './stats.js';
 
-export const PHASES = ['queue', 'encode', 'generate', 'image', 'total', 'client', 'outside'] as const;
+export const PHASES = ['queue', 'encode', 'generate', 'image', 'other', 'total', 'client', 'outside'] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface TimingSample {
@@ -43,7 +44,8 @@ async function sampleOne(url: string, response: 'json' | 'png'): Promise<Record<
   for (const phase of ['queue', 'encode', 'generate', 'image', 'total'] as const) {
     if (!Number.isFinite(phases[phase])) throw new Error(`timings: no ${phase} in Server-Timing "${answer.headers.get('server-timing')}"`);
   }
-  return { queue: phases.queue!, encode: phases.encode!, generate: phases.generate!, image: phases.image!, total: phases.total!, client, outside: client - phases.total! };
+  const { queue, encode, generate, image, total } = phases as Record<'queue' | 'encode' | 'generate' | 'image' | 'total', number>;
+  return { queue, encode, generate, image, other: total - queue - encode - generate - image, total, client, outside: client - total };
 }
 
 /** `requests` requests with `inFlight` concurrent loops; the first `inFlight` answers are a warm-up and not kept. */

@@ -43,7 +43,7 @@ export const SettingsSchema = Type.Object(
     ),
     k8sJobTemplate: Type.String({
       minLength: 1,
-      default: join(repoRoot, 'k8s', 'trainer-job.yaml'),
+      default: join(repoRoot, 'k8s', 'base', 'trainer-job-template.yaml'),
       description: 'the batch/v1 Job manifest the kubernetes runner fills in for each job',
     }),
     executionProvider: Type.Enum(['cpu', 'cuda'], {

@@ -6,13 +6,16 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Settings } from '../config/settings.js';
+import type { JobRunner } from '../jobs/job-runner.js';
 import type { InferenceService } from './inference-service.js';
+import adminJobs from './plugins/admin-jobs.js';
 import docs from './plugins/docs.js';
 import errorHandler from './plugins/error-handler.js';
 import generation from './plugins/generation.js';
 import gracefulShutdown from './plugins/graceful-shutdown.js';
 import loadShedding from './plugins/load-shedding.js';
 import metrics from './plugins/metrics.js';
+import adminRoutes from './routes/admin.js';
 import generateRoutes from './routes/generate.js';
 import healthRoutes from './routes/health.js';
 import metricsRoute from './routes/metrics.js';
@@ -24,7 +27,12 @@ export interface BuildAppOptions {
   handleSignals?: boolean;
   /** A pino logger shared with the service (the serve command); by default the app makes its own at settings.logLevel. */
   logger?: FastifyBaseLogger;
+  /** The runner of fine-tune jobs (tests); default: the one settings.jobRunner names. */
+  jobRunner?: JobRunner;
 }
+
+/** Log paths that may hold a credential; a logger made for the app (here or by the serve command) censors them. */
+export const logRedaction = { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' };
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;
 
@@ -46,7 +54,7 @@ declare module 'fastify' {
 
 export function buildApp(settings: Settings, service: InferenceService, options: BuildAppOptions = {}): FastifyInstance {
   const app = Fastify({
-    ...(options.logger === undefined ? { logger: { level: settings.logLevel } } : { loggerInstance: options.logger }),
+    ...(options.logger === undefined ? { logger: { level: settings.logLevel, redact: logRedaction } } : { loggerInstance: options.logger }),
     logController: new LogController({ disableRequestLogging: (request) => request.routeOptions.config.probe === true }),
     genReqId: requestId,
     bodyLimit: settings.bodyLimit,
@@ -73,6 +81,7 @@ export function buildApp(settings: Settings, service: InferenceService, options:
   app.register(generation, { service });
   app.register(gracefulShutdown, { graceMs: settings.shutdownGraceMs, handleSignals: options.handleSignals ?? false });
   app.register(loadShedding);
+  app.register(adminJobs, options.jobRunner === undefined ? {} : { runner: options.jobRunner });
   app.register(metrics);
   app.register(docs);
 
@@ -81,5 +90,6 @@ export function buildApp(settings: Settings, service: InferenceService, options:
   app.register(generateRoutes);
   app.register(metricsRoute);
   app.register(playgroundRoutes);
+  app.register(adminRoutes);
   return app;
 }

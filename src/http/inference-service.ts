@@ -2,5 +2,8 @@
 // the app with no models loaded.
 import type { GenerationService } from '../generation/generation-service.js';
 
-export type InferenceService = Pick<GenerationService, 'generate' | 'listModels' | 'isReady' | 'stats' | 'onBatch' | 'close'>;
+export type InferenceService = Pick<
+  GenerationService,
+  'generate' | 'listModels' | 'isReady' | 'stats' | 'onBatch' | 'close' | 'activate' | 'rescan'
+>;
 export type { GenerateRequest, GenerateResult, ModelInfo, ServiceStats } from '../generation/generation-service.js';

@@ -12,6 +12,8 @@ const noModels: InferenceService = {
   stats: () => ({ activeModel: null, ready: false, models: [], cache: { hits: 0, misses: 0, bytes: 0, entries: 0 } }),
   onBatch: () => () => {},
   close: async () => {},
+  activate: (id) => Promise.reject(errors.SNOOPI_MODEL_NOT_FOUND(id, '(none)')),
+  rescan: async () => {},
 };
 
 /** The document as written to openapi/openapi.json: two-space indented JSON with a final newline. */

@@ -72,6 +72,7 @@ export class JobManager {
       if (job.status === 'running') manager.recover(job);
     }
     manager.pump();
+    await options.store.flush();
     return manager;
   }
 

@@ -17,6 +17,10 @@ export type ModelList = JsonBody<paths['/models']['get']['responses'][200]>;
 export type Model = ModelList['data'][number];
 export type Health = JsonBody<paths['/healthz']['get']['responses'][200]>;
 export type Readiness = JsonBody<paths['/readyz']['get']['responses'][200]>;
+export type FinetuneRequest = paths['/admin/finetune']['post']['requestBody']['content']['application/json'];
+export type FinetuneJob = components['schemas']['FinetuneJob'];
+export type JobStatus = FinetuneJob['status'];
+export type Activation = JsonBody<paths['/admin/models/{id}/activate']['post']['responses'][200]>;
 
 /** A non-2xx answer. `code` is the API's stable error code (docs/errors.md), e.g. SNOOPI_QUEUE_FULL. */
 export class SnoopiError extends Error {
@@ -52,9 +56,8 @@ export interface ClientOptions {
   fetch?: (request: Request) => Promise<Response>;
 }
 
-export interface RequestOptions {
-  signal?: AbortSignal;
-}
+/** Per-call options; a type alias (not an interface) so that openapi-fetch's init type accepts it. */
+export type RequestOptions = { signal?: AbortSignal };
 
 /** One image as raw bytes (generateImage). */
 export interface GeneratedImage {
@@ -64,6 +67,28 @@ export interface GeneratedImage {
   model: string;
   /** The Server-Timing header: queue, encode, generate, image and total durations. */
   serverTiming: string | null;
+}
+
+const finished: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** The `job` events of a text/event-stream body: each one's data is the job as JSON. */
+async function* jobEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<FinetuneJob> {
+  const decoder = new TextDecoder();
+  const reader = body.getReader();
+  let buffer = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true }).replaceAll('\r\n', '\n');
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) !== -1) {
+      const lines = buffer.slice(0, end).split('\n');
+      buffer = buffer.slice(end + 2);
+      const event = lines.find((line) => line.startsWith('event:'))?.slice('event:'.length).trim() ?? 'message';
+      const data = lines.filter((line) => line.startsWith('data:')).map((line) => line.slice('data:'.length).trimStart());
+      if (event === 'job' && data.length > 0) yield JSON.parse(data.join('\n')) as FinetuneJob;
+    }
+  }
 }
 
 export function createClient(baseUrl: string, options: ClientOptions = {}) {
@@ -109,6 +134,35 @@ export function createClient(baseUrl: string, options: ClientOptions = {}) {
 
     /** GET /readyz: resolves once the active model is loaded; rejects with SNOOPI_NOT_READY (503) before. */
     ready: (init: RequestOptions = {}) => unwrap(http.GET('/readyz', init)),
+
+    /** The admin routes: they need the token (401 without it) and answer 404 on a server that has none set. */
+    admin: {
+      /** POST /admin/finetune: queues a fine-tune job (202). */
+      finetune: (body: FinetuneRequest, init: RequestOptions = {}) => unwrap(http.POST('/admin/finetune', { body, ...init })),
+      /** GET /admin/jobs: every job, newest first. */
+      listJobs: (init: RequestOptions = {}) => unwrap(http.GET('/admin/jobs', init)),
+      /** GET /admin/jobs/{id}. */
+      getJob: (id: string, init: RequestOptions = {}) => unwrap(http.GET('/admin/jobs/{id}', { params: { path: { id } }, ...init })),
+      /** DELETE /admin/jobs/{id}: cancels the job. */
+      cancelJob: (id: string, init: RequestOptions = {}) => unwrap(http.DELETE('/admin/jobs/{id}', { params: { path: { id } }, ...init })),
+      /** GET /admin/jobs/{id}/events: the job now, then after every change, until it has finished. */
+      async *watchJob(id: string, init: RequestOptions = {}): AsyncGenerator<FinetuneJob> {
+        const { error, response } = await http.GET('/admin/jobs/{id}/events', {
+          params: { path: { id } },
+          headers: { accept: 'text/event-stream' },
+          parseAs: 'stream',
+          ...init,
+        });
+        if (!response.ok || response.body === null) throw new SnoopiError(response, error);
+        for await (const job of jobEvents(response.body)) {
+          yield job;
+          if (finished.has(job.status)) return;
+        }
+      },
+      /** POST /admin/models/{id}/activate: makes a registered model the default; in-flight requests are not dropped. */
+      activateModel: (id: string, init: RequestOptions = {}) =>
+        unwrap(http.POST('/admin/models/{id}/activate', { params: { path: { id } }, ...init })),
+    },
   };
 }
 

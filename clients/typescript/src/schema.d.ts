@@ -127,7 +127,7 @@ export interface paths {
                                 id: string;
                                 display_name: string;
                                 backbone: string;
-                                /** @description pg-sb | sb | teacher-init */
+                                /** @description pg-sb | sb | imported | teacher-init */
                                 method: string;
                                 /** @description eps | v | x0 */
                                 parameterization: string;
@@ -416,10 +416,590 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/finetune": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start a PG-SB (or SB) fine-tune of a backbone
+         * @description Queues a job (one runs at a time by default) that distils the backbone's teacher into a one-step student, exports it, checks the package and registers it. Follow it at Location.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /**
+                         * @description a backbone with a teacher checkpoint (models/base/teacher-<backbone>.pt); another is a 400 that lists the known ones
+                         * @example unet-eps
+                         */
+                        backbone: string;
+                        /**
+                         * @description pg-sb: random kappa (PG-SB); sb: fixed kappa (SwiftBrush)
+                         * @default pg-sb
+                         * @enum {string}
+                         */
+                        method?: "pg-sb" | "sb";
+                        /** @description {min, max} for pg-sb, {fixed} for sb, 0..20; default: the trainer's for the backbone (U(0.5, 4) for UNets, U(0.5, 3) for the DiT; 4.5 fixed) */
+                        guidance?: {
+                            min: number;
+                            max: number;
+                        } | {
+                            fixed: number;
+                        };
+                        /**
+                         * @description student steps
+                         * @default 1000
+                         */
+                        steps?: number;
+                        /**
+                         * @description per trainer process
+                         * @default 32
+                         */
+                        batch_size?: number;
+                        /**
+                         * @description prompt stream and init seed (1000 and up are evaluation sets)
+                         * @default 0
+                         */
+                        seed?: number;
+                        /** @description the id of the model the job makes; default <backbone>-<method>-<job id> */
+                        name?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description queued */
+                202: {
+                    headers: {
+                        /** @description /admin/jobs/{id} */
+                        location?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            job: components["schemas"]["FinetuneJob"];
+                        };
+                    };
+                };
+                /** @description Bad Request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Conflict */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Payload Too Large */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Unsupported Media Type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Service Unavailable */
+                503: {
+                    headers: {
+                        /** @description seconds to wait before retrying */
+                        "retry-after"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every fine-tune job, newest first */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the jobs, finished ones included (they survive restarts) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            data: components["schemas"]["FinetuneJob"][];
+                        };
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/jobs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One fine-tune job */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the job */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            job: components["schemas"]["FinetuneJob"];
+                        };
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /**
+         * Cancel a fine-tune job
+         * @description A queued job is cancelled at once; a running trainer gets SIGTERM (it saves a resumable checkpoint) or its Kubernetes Job is deleted, and the answer comes once it has stopped.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the cancelled job */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            job: components["schemas"]["FinetuneJob"];
+                        };
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Conflict */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/jobs/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A fine-tune job as server-sent events
+         * @description text/event-stream: the current state at once, then one `job` event (data: the job as JSON) after every change; the stream ends after the event of a finished job (succeeded, failed or cancelled).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the event stream */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/event-stream": string;
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/models/{id}/activate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a registered model the default
+         * @description Loads and warms the model, then switches: requests in flight finish on the model they started with, whose sessions are released once idle. Nothing is dropped.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the model is active */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            active: string;
+                            previous: string | null;
+                        };
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Service Unavailable */
+                503: {
+                    headers: {
+                        /** @description seconds to wait before retrying */
+                        "retry-after"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A fine-tune job */
+        FinetuneJob: {
+            /** @example ft-mi9x2k4c-3f9a1b */
+            id: string;
+            /** @enum {string} */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /**
+             * @description while running: training, validating (the package), registering, or cancelling; else null
+             * @enum {string|null}
+             */
+            stage: "training" | "validating" | "registering" | "cancelling" | null;
+            /** @enum {string} */
+            runner: "local" | "kubernetes";
+            /** @description the job as submitted, defaults filled in */
+            spec: {
+                /**
+                 * @description a backbone with a teacher checkpoint (models/base/teacher-<backbone>.pt); another is a 400 that lists the known ones
+                 * @example unet-eps
+                 */
+                backbone: string;
+                /**
+                 * @description pg-sb: random kappa (PG-SB); sb: fixed kappa (SwiftBrush)
+                 * @default pg-sb
+                 * @enum {string}
+                 */
+                method: "pg-sb" | "sb";
+                /** @description {min, max} for pg-sb, {fixed} for sb, 0..20; default: the trainer's for the backbone (U(0.5, 4) for UNets, U(0.5, 3) for the DiT; 4.5 fixed) */
+                guidance?: {
+                    min: number;
+                    max: number;
+                } | {
+                    fixed: number;
+                };
+                /**
+                 * @description student steps
+                 * @default 1000
+                 */
+                steps: number;
+                /**
+                 * @description per trainer process
+                 * @default 32
+                 */
+                batch_size: number;
+                /**
+                 * @description prompt stream and init seed (1000 and up are evaluation sets)
+                 * @default 0
+                 */
+                seed: number;
+                /** @description the id of the model the job makes */
+                name: string;
+            };
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            started_at: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+            progress: {
+                step: number;
+                total: number;
+                /** @description seconds left, the trainer's estimate */
+                eta_s: number | null;
+            };
+            /** @description the latest progress line: student and lora losses */
+            losses: {
+                [key: string]: number;
+            };
+            /** @description the teacher's guidance scale at the latest progress line */
+            kappa: number | null;
+            /** @description the latest evaluation: fid, align */
+            metrics: {
+                [key: string]: number;
+            };
+            /** @description the registered model, once the job succeeded */
+            model_id: string | null;
+            /** @description why the job failed */
+            error: string | null;
+        };
         /** @description Every error answer has this body */
         ErrorBody: {
             /**

@@ -19,7 +19,9 @@ export default fp(
           { name: 'generate', description: 'text to image' },
           { name: 'models', description: 'the model registry' },
           { name: 'operations', description: 'health, readiness and metrics' },
+          { name: 'admin', description: 'fine-tune jobs and model activation (bearer token; 404 when no token is configured)' },
         ],
+        components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'SNOOPI_ADMIN_TOKEN' } } },
       },
       // Shared schemas keep their $id as their name under components.schemas.
       refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },

@@ -4,6 +4,7 @@
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { JOB_STATUSES } from '../../jobs/job-record.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -156,7 +157,18 @@ export default fp(
       },
     });
 
+    new Gauge({
+      name: 'snoopi_jobs',
+      help: 'Fine-tune jobs by status (all 0 while the admin routes are off)',
+      labelNames: ['status'] as const,
+      registers: [registry],
+      collect() {
+        const counts = app.jobs?.counts();
+        for (const status of JOB_STATUSES) this.set({ status }, counts?.[status] ?? 0);
+      },
+    });
+
     app.decorate('metrics', registry);
   },
-  { name: 'snoopi-metrics', dependencies: ['snoopi-generation', 'snoopi-graceful-shutdown'] },
+  { name: 'snoopi-metrics', dependencies: ['snoopi-generation', 'snoopi-graceful-shutdown', 'snoopi-admin-jobs'] },
 );

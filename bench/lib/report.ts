@@ -1,0 +1,386 @@
+// results.json -> report.md and its SVG plots, all in one folder (the report links the plots by file name).
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BatchTiming } from './engine-throughput.js';
+import type { Cell } from './load.js';
+import { CONFIGS, SCENARIOS, type ConfigName, type ScenarioName } from './plan.js';
+import { saturationCell, type SuiteResults, type Target } from './results.js';
+import { round } from './stats.js';
+import { lineChart, stackedBars, type Series } from './svg-plot.js';
+import { PHASES } from './timings.js';
+
+const PLOTS = {
+  engine: 'engine-vs-pytorch.svg',
+  latency: 'latency-vs-throughput.svg',
+  timings: 'time-per-request.svg',
+  soak: 'soak-rss.svg',
+} as const;
+
+const num = (value: number | null | undefined, digits = 3): string => {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '–';
+  return String(digits === 3 ? round(value) : Number(value.toFixed(digits)));
+};
+const percent = (fraction: number): string => (Number.isFinite(fraction) ? `${Math.round(fraction * 100)}%` : '–');
+
+function table(header: string[], rows: (string | number)[][]): string {
+  const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+function verdict(target: Target): string {
+  if (target.pass === null) return 'not measured';
+  return target.pass ? '**pass**' : '**miss**';
+}
+
+function targetValue(target: Target): string {
+  if (target.value === null) return '–';
+  if (target.unit === 'fraction') return `${(target.value * 100).toFixed(1)}%`;
+  if (target.unit === 'ratio') return `${target.value.toFixed(2)}x`;
+  if (target.unit === 'ms') return `${target.value.toFixed(2)} ms`;
+  return String(target.value);
+}
+
+function thresholdText(target: Target): string {
+  const value = target.unit === 'fraction' ? `${target.threshold * 100}%` : target.unit === 'ratio' ? `${target.threshold}x` : target.unit === 'ms' ? `${target.threshold} ms` : String(target.threshold);
+  return `${target.comparison === '>=' ? '≥' : '≤'} ${value}`;
+}
+
+function batchHistogram(cell: Cell): string {
+  return cell.batchSizes.histogram
+    .filter((bucket) => bucket.count > 0)
+    .map((bucket) => `${bucket.rows}:${bucket.count}`)
+    .join(' ');
+}
+
+function cellRow(cell: Cell): (string | number)[] {
+  const lookups = cell.cache.hits + cell.cache.misses;
+  return [
+    cell.config,
+    cell.scenario,
+    cell.connections,
+    num(cell.requestsPerSecond),
+    num(cell.imagesPerSecond),
+    num(cell.latencyMs.p50),
+    num(cell.latencyMs.p90),
+    num(cell.latencyMs.p99),
+    num(cell.latencyMs.max),
+    cell.non2xx + cell.errors,
+    num(cell.batchSizes.meanRows),
+    batchHistogram(cell) || '–',
+    num(cell.meanGenerateMs),
+    lookups > 0 ? percent(cell.cache.hits / lookups) : '–',
+    percent(cell.engineBusy),
+    num(cell.serverCpuCores),
+    num(cell.clientCpuCores),
+    num(cell.eventLoopLagP99Ms),
+  ];
+}
+
+const CELL_HEADER = [
+  'config',
+  'scenario',
+  'conns',
+  'req/s',
+  'img/s',
+  'p50 ms',
+  'p90 ms',
+  'p99 ms',
+  'max ms',
+  'non-2xx + errors',
+  'mean batch',
+  'batch sizes (rows:batches)',
+  'generate ms / batch',
+  'cache hits',
+  'engine busy',
+  'server CPU (cores)',
+  'client CPU (cores)',
+  'event-loop p99 ms',
+];
+
+function timingPoints(timings: readonly BatchTiming[]): { x: number; y: number }[] {
+  return timings.map((timing) => ({ x: timing.batch, y: timing.imagesPerSecond }));
+}
+
+function enginePlot(results: SuiteResults): string | undefined {
+  const series: Series[] = [];
+  if (results.engine !== null) series.push({ name: 'onnxruntime engine', points: timingPoints(results.engine.batches) });
+  if (results.engine !== null && results.engine.spinning.length > 0) {
+    series.push({ name: 'engine, spinning on', points: timingPoints(results.engine.spinning), dashed: true });
+  }
+  if (results.pytorch !== null && 'runs' in results.pytorch) {
+    for (const run of results.pytorch.runs) series.push({ name: `PyTorch eager, ${run.threads} thr`, points: timingPoints(run.batches) });
+  }
+  const saturation = saturationCell(results.service);
+  const batches = series.flatMap((entry) => entry.points.map((point) => point.x));
+  if (saturation !== undefined && batches.length > 0) {
+    series.push({
+      name: 'service saturation',
+      points: [
+        { x: Math.min(...batches), y: saturation.imagesPerSecond },
+        { x: Math.max(...batches), y: saturation.imagesPerSecond },
+      ],
+      dashed: true,
+      markers: false,
+    });
+  }
+  if (series.length === 0) return undefined;
+  return lineChart({
+    title: `Throughput by batch size (${results.model.id})`,
+    xLabel: 'batch size (images per call)',
+    yLabel: 'images / s',
+    xScale: 'log2',
+    yScale: 'log10',
+    series,
+  });
+}
+
+function latencyPlot(results: SuiteResults): string | undefined {
+  const series: Series[] = [];
+  const configs = [...new Set(results.service.map((cell) => cell.config))];
+  for (const config of configs) {
+    const cells = results.service.filter((cell) => cell.config === config && cell.scenario === 'repeated').sort((a, b) => a.connections - b.connections);
+    if (cells.length === 0) continue;
+    series.push({ name: `${config} p50`, points: cells.map((cell) => ({ x: cell.requestsPerSecond, y: cell.latencyMs.p50, label: `c=${cell.connections}` })) });
+    series.push({ name: `${config} p99`, points: cells.map((cell) => ({ x: cell.requestsPerSecond, y: cell.latencyMs.p99 })), dashed: true });
+  }
+  if (series.length === 0) return undefined;
+  return lineChart({
+    title: 'Latency vs throughput (repeated prompt, 1 image per request)',
+    xLabel: 'throughput (requests / s)',
+    yLabel: 'latency (ms)',
+    yScale: 'log10',
+    series,
+  });
+}
+
+const TIMING_SEGMENTS = ['queue', 'encode', 'generate', 'image', 'other', 'outside'] as const;
+
+function timingsPlot(results: SuiteResults): string | undefined {
+  if (results.timings.length === 0) return undefined;
+  return stackedBars({
+    title: 'Where a request spends its time (mean ms)',
+    xLabel: 'milliseconds (client-measured total at the end of each bar)',
+    segments: ['queue', 'encode', 'generate', 'image', 'other pipeline', 'outside (HTTP, JSON)'],
+    bars: results.timings.map((sample) => ({ label: sample.label, values: TIMING_SEGMENTS.map((phase) => sample.meanMs[phase]) })),
+  });
+}
+
+function soakPlot(results: SuiteResults): string | undefined {
+  const { soak } = results;
+  if (soak === null || soak.points.length === 0) return undefined;
+  return lineChart({
+    title: `Soak: server memory at ${soak.targetRate} req/s`,
+    xLabel: 'seconds',
+    yLabel: 'MiB',
+    series: [
+      { name: 'RSS (/proc)', points: soak.points.map((point) => ({ x: point.t, y: point.rssMiB })), markers: false },
+      { name: 'V8 heap used', points: soak.heap.map((point) => ({ x: point.t, y: point.heapUsedMiB })) },
+    ],
+  });
+}
+
+function engineTable(results: SuiteResults): string {
+  const columns: { name: string; timings: BatchTiming[] }[] = [];
+  if (results.engine !== null) columns.push({ name: 'engine', timings: results.engine.batches });
+  if (results.engine !== null && results.engine.spinning.length > 0) columns.push({ name: 'engine spinning', timings: results.engine.spinning });
+  if (results.pytorch !== null && 'runs' in results.pytorch) {
+    for (const run of results.pytorch.runs) columns.push({ name: `PyTorch ${run.threads} thr`, timings: run.batches });
+  }
+  const batches = [...new Set(columns.flatMap((column) => column.timings.map((timing) => timing.batch)))].sort((a, b) => a - b);
+  const rows = batches.map((batch) => [
+    batch,
+    ...columns.flatMap((column) => {
+      const timing = column.timings.find((candidate) => candidate.batch === batch);
+      return timing === undefined ? ['–', '–'] : [`${num(timing.medianMs)} (p90 ${num(timing.p90Ms)})`, num(timing.imagesPerSecond)];
+    }),
+  ]);
+  return table(['batch', ...columns.flatMap((column) => [`${column.name} median ms`, `${column.name} img/s`])], rows);
+}
+
+export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyof typeof PLOTS, boolean>>): string {
+  const { machine, model, plan } = results;
+  const lines: string[] = [];
+  const push = (...text: string[]) => lines.push(...text);
+  push(`# snoopi-serve benchmark (${results.kind})`, '');
+  if (results.note !== null) push(`> **Caveat: ${results.note}**`, '');
+  push(
+    `Taken ${results.startedAt} (${Math.round(results.wallSeconds)} s) on ${machine.cpus} x ${machine.cpuModel}, ${machine.memoryGiB.toFixed(0)} GiB, ${machine.platform}; ` +
+      `load average ${machine.loadAverageBefore.map((value) => value.toFixed(2)).join(' / ')} before, ${machine.loadAverageAfter.map((value) => value.toFixed(2)).join(' / ')} after (1 / 5 / 15 min). ` +
+      `Node ${machine.node}, ${Object.entries(machine.versions).map(([name, version]) => `${name} ${version}`).join(', ')}. ` +
+      `Commit ${results.git.commit ?? 'unknown'}${results.git.dirty ? ' (with uncommitted changes)' : ''}.`,
+    '',
+    `Model: **${model.id}** (${model.displayName}; ${model.backbone}, ${model.method}, ${model.trainingSteps} training steps), ` +
+      `${model.image.width}x${model.image.height} images from ${model.latent.channels}x${model.latent.height}x${model.latent.width} latents, package ${model.packageDir}.`,
+    '',
+    `Rerun: \`npm run bench\` (quick) or \`npm run bench:full\`; flags: \`node dist/bench/suite.js --help\`. Every number below is in results.json.`,
+    '',
+    '## Targets',
+    '',
+    'Ratios are taken between measurements of this one run. Reported, not asserted.',
+    '',
+    table(
+      ['target', 'measured', 'goal', 'verdict', 'from'],
+      results.targets.map((target) => [target.description, targetValue(target), thresholdText(target), verdict(target), target.detail]),
+    ),
+    '',
+  );
+
+  push('## Raw engine and PyTorch eager', '');
+  if (results.engine !== null) {
+    push(
+      `The generator graph through src/engine (worker thread, onnxruntime CPU provider, intra-op threads ${results.engine.intraOpThreads}, spinning off), ` +
+        `timed for ≥ ${plan.engine.secondsPerBatch} s and ≥ ${plan.engine.minRuns} calls per batch size after two warm-up calls. ` +
+        `Best: ${num(results.engine.best.imagesPerSecond)} img/s at batch ${results.engine.best.batch}.`,
+      '',
+    );
+  }
+  if (results.pytorch !== null && 'skipped' in results.pytorch) push(`PyTorch baseline skipped: ${results.pytorch.skipped}`, '');
+  if (results.pytorch !== null && 'runs' in results.pytorch) {
+    const { pytorch } = results;
+    push(
+      `PyTorch eager: trainer.generator.Generator (the module exported as generator.onnx), ${pytorch.weights}, ${pytorch.parameters.toLocaleString('en-US')} parameters, ` +
+        `torch ${pytorch.torch} (BLAS ${pytorch.blas}${pytorch.openblasCoretype !== null ? `, OPENBLAS_CORETYPE=${pytorch.openblasCoretype}` : ''}${pytorch.ompWaitPolicy !== null ? `, OMP_WAIT_POLICY=${pytorch.ompWaitPolicy}` : ''}), ` +
+        `inference_mode, thread counts ${pytorch.runs.map((run) => run.threads).join(' and ')}, same timing rule (≥ ${plan.pytorch.secondsPerBatch} s, ≥ ${plan.pytorch.minRuns} calls). ` +
+        `Best: ${num(pytorch.best.imagesPerSecond)} img/s (${pytorch.best.threads} thread(s), batch ${pytorch.best.batch}).`,
+      '',
+    );
+  }
+  if (results.parity !== null) {
+    push(
+      `Same weights: PyTorch and the engine given the same batch of ${results.parity.batch} (one row with NASA scale 0, one with NASA on) differ by at most ` +
+        `${results.parity.maxAbsDiff} grey level(s) (${results.parity.differing} of ${results.parity.channels} channels differ at all).`,
+      '',
+    );
+  }
+  if (results.engine !== null || (results.pytorch !== null && 'runs' in results.pytorch)) push(engineTable(results), '');
+  if (plots.engine) push(`![throughput by batch size](${PLOTS.engine})`, '');
+
+  if (results.service.length > 0) {
+    push(
+      '## The service under load',
+      '',
+      `autocannon (programmatic, in the bench process) against \`node dist/src/cli.js serve\` in a child process on loopback; ` +
+        `${num(plan.service.cellSeconds)} s per cell after a ${plan.service.warmupSeconds} s warm-up per server. Latencies are client-side, 2xx only. ` +
+        'Batch sizes, generator time per batch (compare with the raw engine at the same batch size), cache hits, engine busy time (generator seconds / wall seconds) ' +
+        'and event-loop delay come from /metrics scraped before and after each cell; ' +
+        'CPU from /proc (server: every thread of the process; client: the bench process).',
+      '',
+      'Configurations:',
+      '',
+      ...Object.entries(results.serverFlags).map(
+        ([config, flags]) => `- **${config}**: ${CONFIGS[config as ConfigName].description}. Flags: \`${flags!.filter((flag) => !flag.startsWith('--models-dir')).join(' ')}\``,
+      ),
+      '',
+      'Scenarios:',
+      '',
+      ...[...new Set(results.service.map((cell) => cell.scenario))].map((scenario) => `- **${scenario}**: ${SCENARIOS[scenario as ScenarioName]}`),
+      '',
+      table(CELL_HEADER, results.service.map(cellRow)),
+      '',
+    );
+    if (plots.latency) push(`![latency vs throughput](${PLOTS.latency})`, '');
+  }
+
+  if (results.health !== null) {
+    const { health } = results;
+    push(
+      '## /healthz under saturation',
+      '',
+      `A second autocannon instance probed GET /healthz with ${health.probe.connections} connections at ${health.probe.ratePerConnection} req/s each while /generate ran at ${health.generate.connections} connections.`,
+      '',
+      table(
+        ['probe responses', 'non-2xx + errors', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', '/generate req/s meanwhile', '/generate p99 ms'],
+        [
+          [
+            health.healthz.responses,
+            health.healthz.non2xx + health.healthz.errors,
+            num(health.healthz.latencyMs.p50),
+            num(health.healthz.latencyMs.p90),
+            num(health.healthz.latencyMs.p99),
+            num(health.healthz.latencyMs.max),
+            num(health.generate.requestsPerSecond),
+            num(health.generate.latencyMs.p99),
+          ],
+        ],
+      ),
+      '',
+    );
+  }
+
+  if (results.timings.length > 0) {
+    push(
+      '## Where a request spends its time',
+      '',
+      "From the Server-Timing header of requests sent with fetch (repeated prompt): queue (waiting for a batch), encode (tokenize + text embeddings through the cache), generate (the batch's generator call), image (PNG encoding), " +
+        "other (the rest of the service's pipeline: checks, seeded noise, model lease, awaits), total (the service's pipeline); client is what fetch measured, and outside = client - total " +
+        '(HTTP parsing, validation, JSON + base64 serialisation, loopback, the client). Means in ms, medians in brackets:',
+      '',
+      table(
+        ['sample', 'requests', ...PHASES],
+        results.timings.map((sample) => [sample.label, sample.samples, ...PHASES.map((phase) => `${num(sample.meanMs[phase])} (p50 ${num(sample.p50Ms[phase])})`)]),
+      ),
+      '',
+    );
+    if (plots.timings) push(`![time per request](${PLOTS.timings})`, '');
+  }
+
+  if (results.imageEncoding !== null) {
+    push(
+      '## Image encoding',
+      '',
+      `One image at a time through sharp after 20 warm-up calls; ${plan.images.rounds} timed calls for 64x64 images, proportionally fewer (at least 10) for larger ones.`,
+      '',
+      table(
+        ['images', 'encoder', 'size', 'median ms', 'p90 ms', 'mean bytes'],
+        results.imageEncoding.map((timing) => [timing.images, timing.encoder, `${timing.width}x${timing.height}`, num(timing.medianMs), num(timing.p90Ms), Math.round(timing.meanBytes)]),
+      ),
+      '',
+    );
+  }
+
+  if (results.soak !== null) {
+    const { soak } = results;
+    push(
+      '## Soak',
+      '',
+      `${soak.seconds} s at ${soak.targetRate} req/s (${plan.soak.loadFraction} x the ${num(soak.saturationRate)} req/s saturation measured in this run), ${soak.connections} connections, repeated prompt, ` +
+        `on a fresh batch-on server. Achieved ${num(soak.load.perSecond)} req/s; ${soak.load.responses} responses, ${soak.status5xx} 5xx, ${soak.load.non2xx} non-2xx, ${soak.load.errors} errors; ` +
+        `latency p50 ${num(soak.load.latencyMs.p50)} ms, p99 ${num(soak.load.latencyMs.p99)} ms. ` +
+        `RSS after a ${num(soak.warmupSeconds)} s warm-up ${num(soak.baselineRssMiB)} MiB, at the end ${num(soak.finalRssMiB)} MiB (${(soak.growth * 100).toFixed(1)}%), peak ${num(soak.peakRssMiB)} MiB.`,
+      '',
+    );
+    if (plots.soak) push(`![soak RSS](${PLOTS.soak})`, '');
+  }
+
+  if (results.profiles.length > 0) {
+    push('## CPU profiles of the servers (node --cpu-prof)', '', 'Self time of the busiest categories and functions, per server and thread (0 = the HTTP thread), as a share of non-idle samples.', '');
+    for (const profile of results.profiles) {
+      push(
+        `### ${profile.config}, thread ${profile.thread} (busy ${num(profile.busyMs / 1000)} s of ${num(profile.wallMs / 1000)} s)`,
+        '',
+        table(['category', 'self ms', 'share'], profile.categories.slice(0, 10).map((entry) => [entry.name, Math.round(entry.selfMs), percent(entry.share)])),
+        '',
+        table(['function', 'self ms', 'share'], profile.functions.slice(0, 12).map((entry) => [`\`${entry.name}\``, Math.round(entry.selfMs), percent(entry.share)])),
+        '',
+      );
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export async function writeReport(results: SuiteResults, out: string): Promise<void> {
+  await writeFile(join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  const charts: Record<keyof typeof PLOTS, string | undefined> = {
+    engine: enginePlot(results),
+    latency: latencyPlot(results),
+    timings: timingsPlot(results),
+    soak: soakPlot(results),
+  };
+  const written: Partial<Record<keyof typeof PLOTS, boolean>> = {};
+  for (const [name, svg] of Object.entries(charts) as [keyof typeof PLOTS, string | undefined][]) {
+    if (svg === undefined) continue;
+    await writeFile(join(out, PLOTS[name]), svg);
+    written[name] = true;
+  }
+  await writeFile(join(out, 'report.md'), renderMarkdown(results, written));
+}
