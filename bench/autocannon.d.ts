@@ -8,6 +8,8 @@ declare module 'autocannon' {
     path?: string;
     headers?: Record<string, string>;
     body?: string | Buffer;
+    /** Called before each request is built; returns the request to send. */
+    setupRequest?: (request: Request, context: object) => Request;
   }
 
   interface Options {
@@ -19,7 +21,6 @@ declare module 'autocannon' {
     headers?: Record<string, string>;
     body?: string | Buffer;
     requests?: Request[];
-    idReplacement?: boolean;
     connectionRate?: number;
     overallRate?: number;
     timeout?: number;

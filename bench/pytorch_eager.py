@@ -96,14 +96,17 @@ def time_batch(generator, batch, inputs, seconds, min_runs):
         for _ in range(2):
             generator(*inputs)
         times = []
+        cpu_started = time.process_time()  # every thread of the process
         started = time.perf_counter()
         while len(times) < min_runs or time.perf_counter() - started < seconds:
             run_started = time.perf_counter()
             generator(*inputs)
             times.append((time.perf_counter() - run_started) * 1000)
+        cpu_cores = (time.process_time() - cpu_started) / (time.perf_counter() - started)
     ordered = sorted(times)
     return {"batch": batch, "runs": len(times), "medianMs": nearest_rank(ordered, 50), "p90Ms": nearest_rank(ordered, 90),
-            "meanMs": sum(times) / len(times), "imagesPerSecond": batch * len(times) * 1000 / sum(times)}
+            "meanMs": sum(times) / len(times), "imagesPerSecond": batch * len(times) * 1000 / sum(times),
+            "cpuCores": cpu_cores}
 
 
 def write_parity(generator, latent_shape, text_shape, max_scale, out_dir):

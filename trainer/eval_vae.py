@@ -86,7 +86,8 @@ def main(argv):
     print(json.dumps(metrics, indent=1))
     if config["out"]:
         save_checkpoint(config["out"], model_args=state["model_args"],
-                        model={k: v.float().contiguous() for k, v in vae.state_dict().items()}, scaling_factor=scaling_factor,
+                        model={k: v.float().contiguous() for k, v in vae.state_dict().items()},
+                        scaling_factor=scaling_factor,
                         step=state["step"], config=train_config)
         summary = {"model": "vae", "checkpoint": os.path.basename(config["out"]), "model_args": state["model_args"],
                    "steps": state["step"], "recipe": train_config, "scaling_factor": scaling_factor,

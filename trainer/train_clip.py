@@ -47,7 +47,7 @@ image_channels = [32, 64, 128, 128]  # image encoder stages, at 32, 16, 8 and 4 
 hard_negatives = True  # one edited, false caption per image
 # optimisation
 batch_size = 128  # per process
-max_steps = 1500
+max_steps = 1200
 learning_rate = 1e-3
 min_lr_ratio = 0.05
 warmup_steps = 100

@@ -8,9 +8,9 @@ Step s trains on samples [s * world_size * batch_size, ...) of the shapes stream
 exactly the data it would have seen. trainer/eval_vae.py measures the result and writes models/base/vae.pt.
 
 Loss: L1 on pixels (flat colors and sharp corners matter more than MSE), weighted up by edge_weight next to color
-boundaries, + kl_weight * KL per latent element. The
-decoder also sees latents with extra Gaussian noise (up to latent_noise_max, in units of the latents' std), so the
-slightly-off latents a diffusion model produces still decode to clean shapes.
+boundaries, + kl_weight * KL per latent element. The decoder also sees latents with extra Gaussian noise (up to
+latent_noise_max, in units of the latents' std), so the slightly-off latents a diffusion model produces still decode
+to clean shapes. The committed VAE trained in two phases (trainer/README.md): mse_weight 1 first, edge_weight 8 after.
 """
 import math
 import os
@@ -37,19 +37,19 @@ channels_last = True  # NHWC activations: oneDNN's convolutions run about twice 
 # model
 downsample_factor = 4  # 64x64 -> 16x16 latents; must equal 2 ** (len(block_out_channels) - 1)
 latent_channels = 4
-block_out_channels = [32, 64, 128]  # channels per resolution, full resolution first
+block_out_channels = [16, 32, 128]  # channels per resolution, full resolution first
 layers_per_block = 1  # encoder resnets per resolution
 decoder_layers_per_block = 2  # decoder resnets per resolution
-norm_groups = 8
+norm_groups = 0  # 0: no GroupNorm, which loses the colors here (trainer/models/vae.py)
 # loss
-kl_weight = 1e-4  # times the KL per latent element, next to the L1 per pixel
+kl_weight = 1e-6  # times the KL per latent element, next to the L1 per pixel
 mse_weight = 0.0  # optional MSE term beside L1 (speeds up early color learning, but blurs edges)
 edge_weight = 0.0  # extra L1 weight on pixels next to a color boundary, where corners are won or lost
 latent_noise_max = 0.2  # decoder input noise: sigma ~ U(0, max) per sample, in units of the batch latent std
 # optimisation
 batch_size = 16  # per process
-max_steps = 1500
-learning_rate = 5e-4
+max_steps = 2500
+learning_rate = 1e-3
 min_lr_ratio = 0.1  # cosine decay to learning_rate * min_lr_ratio at lr_decay_steps
 warmup_steps = 100
 lr_decay_steps = 0  # 0: max_steps

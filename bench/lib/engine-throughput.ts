@@ -19,6 +19,8 @@ export interface BatchTiming {
   meanMs: number;
   /** Images over the summed wall time of all timed calls. */
   imagesPerSecond: number;
+  /** CPU time of the whole timing process (every thread) over wall time: the cores it actually got. */
+  cpuCores: number;
 }
 
 export interface EngineResults {
@@ -46,15 +48,26 @@ export interface ParityResult {
 export async function timeBatch(batch: number, seconds: number, minRuns: number, call: () => Promise<unknown>): Promise<BatchTiming> {
   for (let i = 0; i < 2; i++) await call();
   const times: number[] = [];
+  const cpuBefore = process.cpuUsage();
   const started = performance.now();
   while (times.length < minRuns || performance.now() - started < seconds * 1000) {
     const runStarted = performance.now();
     await call();
     times.push(performance.now() - runStarted);
   }
+  const wallMs = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
   const stats = summarize(times);
   const totalMs = times.reduce((sum, time) => sum + time, 0);
-  return { batch, runs: times.length, medianMs: stats.p50, p90Ms: stats.p90, meanMs: stats.mean, imagesPerSecond: (batch * times.length * 1000) / totalMs };
+  return {
+    batch,
+    runs: times.length,
+    medianMs: stats.p50,
+    p90Ms: stats.p90,
+    meanMs: stats.mean,
+    imagesPerSecond: (batch * times.length * 1000) / totalMs,
+    cpuCores: (cpu.user + cpu.system) / 1000 / wallMs,
+  };
 }
 
 export interface GeneratorInputs {

@@ -11,8 +11,8 @@ export interface LoadOptions {
   path: string;
   method: 'GET' | 'POST';
   headers?: Record<string, string>;
-  body?: string;
-  idReplacement?: boolean;
+  /** One body for every request, or a function called for each request. */
+  body?: string | (() => string);
   connections: number;
   seconds: number;
   /** Requests per second per connection (a probe), or over all connections (the soak); unthrottled without. */
@@ -51,8 +51,10 @@ export function runLoad(options: LoadOptions): Promise<LoadRun> {
         connections: options.connections,
         duration: options.seconds,
         ...(options.headers !== undefined ? { headers: options.headers } : {}),
-        ...(options.body !== undefined ? { body: options.body } : {}),
-        ...(options.idReplacement ? { idReplacement: true } : {}),
+        ...(typeof options.body === 'string' ? { body: options.body } : {}),
+        ...(typeof options.body === 'function'
+          ? { requests: [{ method: options.method, path: options.path, setupRequest: (request) => ({ ...request, body: (options.body as () => string)() }) }] }
+          : {}),
         ...(options.connectionRate !== undefined ? { connectionRate: options.connectionRate } : {}),
         ...(options.overallRate !== undefined ? { overallRate: options.overallRate } : {}),
       },
@@ -136,7 +138,7 @@ export interface CellOptions {
   connections: number;
   seconds: number;
   imagesPerRequest: number;
-  request: { body: string; headers: Record<string, string>; idReplacement: boolean };
+  request: { body: string | (() => string); headers: Record<string, string> };
 }
 
 /** One cell: POST /generate under `connections` for `seconds`, with the server's own view of it. */
@@ -151,7 +153,6 @@ export async function measureCell(options: CellOptions): Promise<Cell> {
     method: 'POST',
     headers: options.request.headers,
     body: options.request.body,
-    idReplacement: options.request.idReplacement,
     connections: options.connections,
     seconds: options.seconds,
   });

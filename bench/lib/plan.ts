@@ -17,7 +17,7 @@ export const COMMON_FLAGS = ['--max-queue-rows=4096'] as const;
 
 export const SCENARIOS = {
   repeated: 'one prompt on every request (embedding cache hits), PNG in JSON',
-  unique: 'a different prompt on every request (embedding cache misses), PNG in JSON',
+  unique: 'a different prompt on every request ("<n> a red circle": embedding cache misses), PNG in JSON',
   negative: 'the repeated prompt plus a negative prompt with NASA on every request',
   'images-4': 'the repeated prompt, num_images 4 (throughput counted in images)',
   jpeg: 'the repeated prompt, format jpeg (quality 90)',
@@ -31,12 +31,17 @@ export const REPEATED_PROMPT = 'a red circle on a white background';
 export const NEGATIVE_PROMPT = 'blue';
 
 export interface ScenarioRequest {
-  body: string;
+  /** The same body on every request, or a fresh one per request. */
+  body: string | (() => string);
   headers: Record<string, string>;
-  /** autocannon replaces [<id>] in the body with a fresh id per request. */
-  idReplacement: boolean;
   imagesPerRequest: number;
 }
+
+// Unique prompts put a counter first: prompts are cut at the model's max_length (32 tokens for the shapes models), so
+// a unique suffix (autocannon's [<id>] replacement) could be cut off and every prompt would share one cache entry.
+// One counter for the whole process, so that a later cell never meets a prompt an earlier one cached.
+let uniquePrompts = 0;
+const uniquePrompt = (): string => `${++uniquePrompts} a red circle`;
 
 /** The NASA scale of the negative scenario: the model's default, or half its maximum when the default is 0. */
 export function negativeScale(manifest: ModelManifest): number {
@@ -48,14 +53,13 @@ export function scenarioRequest(scenario: ScenarioName, manifest: ModelManifest)
   const plain = (extra: object, imagesPerRequest = 1, headers: Record<string, string> = json): ScenarioRequest => ({
     body: JSON.stringify({ prompt: REPEATED_PROMPT, ...extra }),
     headers,
-    idReplacement: false,
     imagesPerRequest,
   });
   switch (scenario) {
     case 'repeated':
       return plain({});
     case 'unique':
-      return { ...plain({ prompt: 'a red circle number [<id>]' }), idReplacement: true };
+      return { ...plain({}), body: () => JSON.stringify({ prompt: uniquePrompt() }) };
     case 'negative':
       return plain({ negative_prompt: NEGATIVE_PROMPT, negative_scale: negativeScale(manifest) });
     case 'images-4':

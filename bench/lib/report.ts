@@ -137,17 +137,18 @@ function enginePlot(results: SuiteResults): string | undefined {
 function latencyPlot(results: SuiteResults): string | undefined {
   const series: Series[] = [];
   const configs = [...new Set(results.service.map((cell) => cell.config))];
-  for (const config of configs) {
+  configs.forEach((config, color) => {
     const cells = results.service.filter((cell) => cell.config === config && cell.scenario === 'repeated').sort((a, b) => a.connections - b.connections);
-    if (cells.length === 0) continue;
-    series.push({ name: `${config} p50`, points: cells.map((cell) => ({ x: cell.requestsPerSecond, y: cell.latencyMs.p50, label: `c=${cell.connections}` })) });
-    series.push({ name: `${config} p99`, points: cells.map((cell) => ({ x: cell.requestsPerSecond, y: cell.latencyMs.p99 })), dashed: true });
-  }
+    if (cells.length === 0) return;
+    series.push({ name: `${config} p50`, color, points: cells.map((cell) => ({ x: cell.requestsPerSecond, y: cell.latencyMs.p50, label: `c=${cell.connections}` })) });
+    series.push({ name: `${config} p99`, color, points: cells.map((cell) => ({ x: cell.requestsPerSecond, y: cell.latencyMs.p99 })), dashed: true });
+  });
   if (series.length === 0) return undefined;
   return lineChart({
     title: 'Latency vs throughput (repeated prompt, 1 image per request)',
     xLabel: 'throughput (requests / s)',
     yLabel: 'latency (ms)',
+    xFromZero: true,
     yScale: 'log10',
     series,
   });
@@ -191,10 +192,10 @@ function engineTable(results: SuiteResults): string {
     batch,
     ...columns.flatMap((column) => {
       const timing = column.timings.find((candidate) => candidate.batch === batch);
-      return timing === undefined ? ['–', '–'] : [`${num(timing.medianMs)} (p90 ${num(timing.p90Ms)})`, num(timing.imagesPerSecond)];
+      return timing === undefined ? ['–', '–', '–'] : [`${num(timing.medianMs)} (p90 ${num(timing.p90Ms)})`, num(timing.imagesPerSecond), num(timing.cpuCores)];
     }),
   ]);
-  return table(['batch', ...columns.flatMap((column) => [`${column.name} median ms`, `${column.name} img/s`])], rows);
+  return table(['batch', ...columns.flatMap((column) => [`${column.name} median ms`, `${column.name} img/s`, `${column.name} CPU cores`])], rows);
 }
 
 export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyof typeof PLOTS, boolean>>): string {

@@ -42,7 +42,7 @@ const HEAP_SCRAPE_SECONDS = 10;
 
 export async function runSoak(
   server: ServerProcess,
-  options: { seconds: number; saturationRate: number; loadFraction: number; connections: number; sampleSeconds: number; body: string },
+  options: { seconds: number; saturationRate: number; loadFraction: number; connections: number; sampleSeconds: number; body: string | (() => string) },
 ): Promise<SoakResults> {
   const targetRate = Math.max(1, Math.round(options.saturationRate * options.loadFraction));
   const points: SoakPoint[] = [];

@@ -13,6 +13,8 @@ export interface Point {
 export interface Series {
   name: string;
   points: Point[];
+  /** Index into the palette (default: the series' position), so related series can share a color. */
+  color?: number;
   dashed?: boolean;
   /** Draw markers (default true). */
   markers?: boolean;
@@ -24,7 +26,8 @@ export interface LineChart {
   yLabel: string;
   xScale?: Scale;
   yScale?: Scale;
-  /** Start the linear y axis at 0 (default true). */
+  /** Start a linear axis at 0 (default: x false, y true). */
+  xFromZero?: boolean;
   yFromZero?: boolean;
   series: Series[];
 }
@@ -101,7 +104,7 @@ export function lineChart(chart: LineChart): string {
   const plotRight = WIDTH - MARGIN.right;
   const plotBottom = HEIGHT - MARGIN.bottom;
   const points = chart.series.flatMap((series) => series.points);
-  const x = axis(points.map((point) => point.x), chart.xScale ?? 'linear', MARGIN.left, plotRight, false);
+  const x = axis(points.map((point) => point.x), chart.xScale ?? 'linear', MARGIN.left, plotRight, chart.xFromZero ?? false);
   const y = axis(points.map((point) => point.y), chart.yScale ?? 'linear', plotBottom, MARGIN.top, chart.yFromZero ?? true);
   const onScale = (value: number, scale: Scale | undefined) => Number.isFinite(value) && (scale === undefined || scale === 'linear' || value > 0);
   const drawable = (point: Point) => onScale(point.x, chart.xScale) && onScale(point.y, chart.yScale);
@@ -126,7 +129,7 @@ export function lineChart(chart: LineChart): string {
     `<text x="16" y="${(MARGIN.top + plotBottom) / 2}" text-anchor="middle" transform="rotate(-90 16 ${(MARGIN.top + plotBottom) / 2})">${escape(chart.yLabel)}</text>`,
   );
   chart.series.forEach((series, index) => {
-    const color = COLORS[index % COLORS.length]!;
+    const color = COLORS[(series.color ?? index) % COLORS.length]!;
     const shown = series.points.filter(drawable);
     const path = shown.map((point, i) => `${i === 0 ? 'M' : 'L'}${x.map(point.x).toFixed(1)},${y.map(point.y).toFixed(1)}`).join(' ');
     if (shown.length > 1) parts.push(`<path d="${path}" fill="none" stroke="${color}" stroke-width="2"${series.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);

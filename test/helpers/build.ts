@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { loadSettings, validateSettings, type Settings } from '../../src/config/settings.js';
 import { GenerationService } from '../../src/generation/generation-service.js';
 import { buildApp } from '../../src/http/app.js';
+import type { JobRunner } from '../../src/jobs/job-runner.js';
 import type { ModelManifest } from '../../src/registry/model-manifest.js';
 import { serviceOptions } from '../../src/serve.js';
 
@@ -17,6 +18,8 @@ export interface BuildOptions {
   warm?: boolean;
   /** Listen on a free loopback port, for the real-socket tests (default false: use inject). */
   listen?: boolean;
+  /** The runner of fine-tune jobs (default: the one the settings name). */
+  jobRunner?: JobRunner;
 }
 
 export interface Built {
@@ -35,7 +38,7 @@ export function testSettings(overrides: Partial<Settings> = {}): Settings {
 export async function build(t: TestContext, options: BuildOptions = {}): Promise<Built> {
   const settings = testSettings(options.settings);
   const service = await GenerationService.create(serviceOptions(settings));
-  const app = buildApp(settings, service);
+  const app = buildApp(settings, service, options.jobRunner === undefined ? {} : { jobRunner: options.jobRunner });
   t.after(() => app.lifecycle.shutdown('test finished'));
   if (options.warm ?? true) await service.ready();
   let url = '';

@@ -151,7 +151,9 @@ class Clip(nn.Module):
 
 
 def load_clip(path, device="cpu"):
-    """Clip in eval mode from a checkpoint with model_args and model; clip.text_model(input_ids) -> last_hidden_state."""
+    """Clip in eval mode from a checkpoint with model_args and model.
+
+    clip.text_model(input_ids) -> last_hidden_state (B, L, D): the teachers' conditioning."""
     checkpoint = torch.load(path, map_location=device)
     clip = Clip(ClipArgs(**checkpoint["model_args"]))
     clip.load_state_dict(checkpoint["model"])

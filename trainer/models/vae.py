@@ -1,12 +1,16 @@
 """A Stable-Diffusion-style KL autoencoder for the shapes world, with diffusers' module names.
 
-    encoder: conv_in -> down_blocks (resnets, then a stride-2 conv except in the last) -> mid_block -> norm/SiLU/conv_out
-             -> quant_conv -> (mean, logvar)                      (B, 3, 64, 64) -> 2 x (B, 4, 64/f, 64/f)
-    decoder: post_quant_conv -> conv_in -> mid_block -> up_blocks (resnets, then nearest x2 + conv) -> norm/SiLU/conv_out
-                                                                  (B, 4, 64/f, 64/f) -> (B, 3, 64, 64)
+    encoder: conv_in -> down_blocks (resnets, then a stride-2 conv except in the last) -> mid_block
+             -> norm/SiLU/conv_out -> quant_conv -> (mean, logvar)     (B, 3, 64, 64) -> 2 x (B, 4, 64/f, 64/f)
+    decoder: post_quant_conv -> conv_in -> mid_block -> up_blocks (resnets, then nearest x2 + conv)
+             -> norm/SiLU/conv_out                                     (B, 4, 64/f, 64/f) -> (B, 3, 64, 64)
 
 The downsampling factor f is 2 ** (len(block_out_channels) - 1). Only Conv2d, GroupNorm, SiLU and nearest upsampling:
 decode() exports to ONNX opset 17 as is.
+
+norm_groups = 0 drops GroupNorm (the committed VAE uses that): on these mostly flat images GroupNorm discards each
+group's absolute level, which is the color, and GroupNorm runs stalled on grey blobs; without it, the second conv of
+every residual branch starts at zero so the deep net starts as a shallow one.
 
 Latents given to diffusion models are scaled: z_scaled = z * scaling_factor, where scaling_factor is measured on the
 data at the end of training (1 / std of the latents) and stored in the checkpoint next to the weights.
@@ -26,7 +30,7 @@ class VaeArgs:
     block_out_channels: list = field(default_factory=lambda: [32, 64, 128])  # one per resolution, full res first
     layers_per_block: int = 1  # resnets per resolution in the encoder
     decoder_layers_per_block: int = 2  # the decoder gets more capacity: sharp corners are decided there
-    norm_groups: int = 8  # GroupNorm groups; 0: no normalisation (see module docstring)
+    norm_groups: int = 8  # GroupNorm groups; 0: no normalisation (see the module docstring)
 
     @property
     def downsample_factor(self):

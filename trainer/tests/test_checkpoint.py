@@ -7,7 +7,7 @@ import time
 import torch
 
 from trainer import train_vae
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import load_checkpoint, reproduce_commands, save_checkpoint
 
 TINY_VAE = ["--block_out_channels=[8,16,32]", "--batch_size=2", "--log_every=1", "--eval_every=1000",
             "--warmup_steps=2", "--lr_decay_steps=6", "--checkpoint_every_s=100000"]
@@ -71,3 +71,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     assert process.returncode == 143, output
     assert "stopped by SIGTERM" in output
     assert load_checkpoint(str(out_dir / "ckpt.pt"))["step"] >= 2
+
+
+def test_config_changes_on_resume_are_recorded_and_give_phase_commands(tmp_path):
+    out_dir = str(tmp_path / "run")
+    run_vae(out_dir, 2)
+    train_vae.main([f"--out_dir={out_dir}", "--max_steps=3", *TINY_VAE, "--edge_weight=8.0"])
+    history = load_checkpoint(f"{out_dir}/ckpt.pt")["history"]
+    assert history == [{"step": 2, "changes": {"max_steps": 3, "edge_weight": 8.0}}]
+    config = {"max_steps": 3, "lr_decay_steps": 6}
+    assert reproduce_commands("trainer.train_vae", "vae.json", config, history) == [
+        "/usr/bin/python3 -m trainer.train_vae vae.json --max_steps=2 --lr_decay_steps=6",
+        "/usr/bin/python3 -m trainer.train_vae vae.json --edge_weight=8.0"]

@@ -76,18 +76,23 @@ async function* jobEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<Fine
   const decoder = new TextDecoder();
   const reader = body.getReader();
   let buffer = '';
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true }).replaceAll('\r\n', '\n');
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) !== -1) {
-      const lines = buffer.slice(0, end).split('\n');
-      buffer = buffer.slice(end + 2);
-      const event = lines.find((line) => line.startsWith('event:'))?.slice('event:'.length).trim() ?? 'message';
-      const data = lines.filter((line) => line.startsWith('data:')).map((line) => line.slice('data:'.length).trimStart());
-      if (event === 'job' && data.length > 0) yield JSON.parse(data.join('\n')) as FinetuneJob;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true }).replaceAll('\r\n', '\n');
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) !== -1) {
+        const lines = buffer.slice(0, end).split('\n');
+        buffer = buffer.slice(end + 2);
+        const event = lines.find((line) => line.startsWith('event:'))?.slice('event:'.length).trim() ?? 'message';
+        const data = lines.filter((line) => line.startsWith('data:')).map((line) => line.slice('data:'.length).trimStart());
+        if (event === 'job' && data.length > 0) yield JSON.parse(data.join('\n')) as FinetuneJob;
+      }
     }
+  } finally {
+    // A caller that stops early closes the connection.
+    await reader.cancel().catch(() => {});
   }
 }
 
@@ -106,7 +111,9 @@ export function createClient(baseUrl: string, options: ClientOptions = {}) {
     http,
 
     /** POST /generate: images as base64 in JSON, with their seeds and the request's timings. */
-    generate: (body: GenerateRequest, init: RequestOptions = {}) => unwrap(http.POST('/generate', { body, ...init })),
+    // The 200 answer has several representations; with Accept: application/json it is the JSON one.
+    generate: (body: GenerateRequest, init: RequestOptions = {}) =>
+      unwrap(http.POST('/generate', { body, headers: { accept: 'application/json' }, ...init })) as Promise<GenerateResponse>,
 
     /** POST /generate with Accept: image/<format>: one image as raw bytes, seed and model from the headers. */
     async generateImage(body: Omit<GenerateRequest, 'num_images' | 'format'>, format: ImageFormat = 'png', init: RequestOptions = {}): Promise<GeneratedImage> {
