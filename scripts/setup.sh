@@ -4,8 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The trainer and its tests: Debian's PyTorch, ONNX, NumPy, Pillow, pytest, and OpenBLAS (the reference BLAS that
-# python3-torch links by default is ~50x slower for matrix products; see docs/contracts.md).
-APT_PACKAGES=(python3-torch python3-onnx python3-numpy python3-pil python3-pytest libopenblas0-pthread)
+# python3-torch links by default is ~50x slower for matrix products; see docs/contracts.md). Chromium: the web
+# playground's end-to-end test (test/playground.test.ts drives it with playwright-core).
+APT_PACKAGES=(python3-torch python3-onnx python3-numpy python3-pil python3-pytest libopenblas0-pthread chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

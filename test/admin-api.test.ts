@@ -2,7 +2,7 @@
 // right bearer token, the token kept out of the logs, strict validation of POST /admin/finetune, the job answers,
 // server-sent events, cancel, job counts in /metrics and model activation. The real trainer: admin-e2e.test.ts.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -211,4 +211,22 @@ test('activation: an unknown model is 404; the active model activates again', as
   assert.deepEqual(unknown.json(), { statusCode: 404, code: 'SNOOPI_MODEL_NOT_FOUND', error: 'Not Found', message: `Model no-such-model not found; known models: ${FIXTURE_MODEL}` });
   const same = await app.inject({ method: 'POST', url: `/admin/models/${FIXTURE_MODEL}/activate`, headers: auth });
   assert.deepEqual(same.json(), { active: FIXTURE_MODEL, previous: FIXTURE_MODEL });
+});
+
+test('shutting down ends open event streams and stops the local trainers; their jobs fail with the reason', async (t) => {
+  const folders = await adminFolders(t);
+  await writeFile(join(folders.baseModelsDir, 'teacher-unet-eps.pt'), 'a checkpoint');
+  const { app, url } = await build(t, { settings: folders.settings, jobRunner: fakeTrainerRunner(folders, 'slow'), listen: true });
+  const { job } = (await app.inject({ method: 'POST', url: '/admin/finetune', headers: auth, payload: finetune })).json() as { job: Job };
+  const stream = await fetch(`${url}/admin/jobs/${job.id}/events`, { headers: auth });
+  const events: Job[] = [];
+  const reading = (async () => {
+    for await (const event of readServerSentEvents(stream.body!)) events.push(JSON.parse(event.data) as Job);
+  })();
+  while (events.length < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+  await app.lifecycle.shutdown('test');
+  await reading;
+  const record = JSON.parse(await readFile(join(folders.jobsDir, job.id, 'status.json'), 'utf8')) as Job;
+  assert.equal(record.status, 'failed');
+  assert.equal(record.error, 'the service shut down while the job was running; its checkpoint is in the job folder (run/)');
 });

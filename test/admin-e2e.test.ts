@@ -143,6 +143,10 @@ test('finetune -> progress -> registered -> activated under load without a faile
   await app.lifecycle.shutdown('restart');
   const restarted = await build(t, { settings: folders.settings, listen: true });
   assert.deepEqual(await getJson(restarted.url, '/admin/jobs'), { data: [final] });
+  const listed = await promisify(execFile)(process.execPath, [join(repoRoot, 'dist', 'src', 'cli.js'), 'jobs', 'list', `--url=${restarted.url}`], {
+    env: { ...process.env, SNOOPI_ADMIN_TOKEN: TOKEN },
+  });
+  assert.match(listed.stdout, new RegExp(`^${id}  succeeded  3/3 +unet-eps +tiny-pgsb  \\d+s ago$`, 'm'));
   assert.ok(((await getJson(restarted.url, '/models')).data as { id: string }[]).some((model) => model.id === 'tiny-pgsb'));
 });
 
@@ -168,7 +172,7 @@ test('cancel mid-run stops the trainer (its checkpoint saved); a failing trainer
   const jobDir = join(folders.jobsDir, id);
   assert.ok((await stat(join(jobDir, 'run', 'ckpt.pt'))).size > 0, 'the trainer saved its resumable checkpoint on SIGTERM');
   assert.match(await readFile(join(jobDir, 'trainer.log'), 'utf8'), /^stopped by SIGTERM at step \d+; checkpoint saved/m);
-  assert.deepEqual(await readdir(join(folders.modelsDir, '.incoming')), []);
+  await assert.rejects(stat(join(folders.modelsDir, '.incoming', id)), { code: 'ENOENT' });
 
   // A teacher file the trainer cannot read: the job is accepted (the file exists) and the trainer refuses it.
   await writeFile(join(folders.baseModelsDir, 'teacher-broken.pt'), 'not a checkpoint');

@@ -26,7 +26,7 @@ function assertTimings(timings: readonly BatchTiming[], batches: readonly number
     `${path}: one timing per batch size`,
   );
   for (const timing of timings) {
-    for (const key of ['runs', 'medianMs', 'p90Ms', 'meanMs', 'imagesPerSecond'] as const) assertFinite(timing[key], `${path}[${timing.batch}].${key}`);
+    for (const key of ['runs', 'medianMs', 'p90Ms', 'meanMs', 'imagesPerSecond', 'cpuCores'] as const) assertFinite(timing[key], `${path}[${timing.batch}].${key}`);
     assert.ok(timing.imagesPerSecond > 0);
   }
 }
@@ -70,6 +70,7 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
   assert.ok(written.engine !== null);
   assertTimings(written.engine.batches, plan.engine.batches, 'engine.batches');
   assert.ok(plan.engine.batches.includes(written.engine.best.batch));
+  assertTimings(written.engine.recheck, [...new Set([1, written.engine.best.batch])], 'engine.recheck');
   if (existsSync(PYTHON)) {
     assert.ok(written.pytorch !== null && 'runs' in written.pytorch, `pytorch ran: ${JSON.stringify(written.pytorch)}`);
     assert.deepEqual(written.pytorch.runs.map((run) => run.threads), plan.pytorch.threads);

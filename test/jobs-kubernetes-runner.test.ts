@@ -2,10 +2,14 @@
 // cluster runs here): the Job it creates (also checked offline against the Kubernetes schema with kubernetes-models),
 // progress from the pod log, success, failure, a refused create, a log stream cut short, cancel and reattach.
 import assert from 'node:assert/strict';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { Job as JobModel } from 'kubernetes-models/batch/v1/Job';
 import { repoRoot } from '../src/config/paths.js';
+import { resolveSettings } from '../src/config/settings.js';
+import { createJobManager } from '../src/jobs/create-job-manager.js';
 import type { TrainerEvents, TrainerLaunch, TrainerOutcome } from '../src/jobs/job-runner.js';
 import { KubernetesRunner, loadJobTemplate, renderJob, resolveNamespace } from '../src/jobs/kubernetes-runner.js';
 import type { TrainerProgress } from '../src/jobs/trainer-output.js';
@@ -83,12 +87,14 @@ test('the namespace: the setting, else the kubeconfig context', async () => {
   assert.equal(resolveNamespace(api.kubeConfig('team-a'), 'ops'), 'ops');
 });
 
-test('a Job is created, its pod log gives progress and messages, and it succeeds', async (t) => {
+test('a Job is created, the log of its rank-0 pod gives progress and messages, and it succeeds', async (t) => {
   const { api, runner, events, seen } = await setup(t);
   const run = runner.start(launch, events);
   await until(() => api.jobs.has(jobName), 'the Job exists');
   assert.deepEqual(api.jobs.get(jobName)!.spec, renderJob(await loadJobTemplate(templatePath), launch).spec);
-  const pod = api.addPod(jobId, `${jobName}-0-abcde`);
+  const pod = api.addPod(jobId, `${jobName}-0-abcde`, 'Running', 0);
+  // Another rank's pod, newer: it prints no progress (only rank 0 does), so following it would show nothing.
+  api.print(api.addPod(jobId, `${jobName}-1-fghij`, 'Running', 1), 'rank 1 has nothing to say');
   api.print(pod, 'distilling models/base/teacher-dit.pt', progressLine(10), progressLine(20));
   await until(() => seen.progress.length === 2, 'two progress lines');
   api.print(pod, progressLine(200), JSON.stringify({ event: 'exported', model_id: 'dit-sb', package: 'models/.incoming/x/dit-sb', steps: 200, metrics: {} }));
@@ -191,4 +197,50 @@ test('reattach follows an existing Job without creating one; close detaches, lea
     [200],
   );
   assert.equal(api.requests.filter((request) => request.startsWith('POST')).length, creates);
+});
+
+test('the service builds its kubernetes runner from the settings and KUBECONFIG; a job goes through to a registered package', async (t) => {
+  const api = new FakeKubernetes();
+  await api.start();
+  t.after(() => api.stop());
+  const dir = await mkdtemp(join(tmpdir(), 'snoopi-k8s-'));
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+  const modelsDir = join(dir, 'models');
+  await cp(join(repoRoot, 'models', 'shapes-fixture'), join(modelsDir, 'shapes-fixture'), { recursive: true });
+  await mkdir(join(modelsDir, 'base'));
+  await writeFile(join(modelsDir, 'base', 'teacher-dit.pt'), 'a checkpoint');
+  await writeFile(join(dir, 'kubeconfig'), api.kubeConfig('team-a').exportConfig());
+  const previous = process.env.KUBECONFIG;
+  process.env.KUBECONFIG = join(dir, 'kubeconfig');
+  t.after(() => (previous === undefined ? delete process.env.KUBECONFIG : (process.env.KUBECONFIG = previous)));
+
+  const settings = resolveSettings({ adminToken: 'a-token-of-16-chars', modelsDir, jobsDir: join(dir, 'jobs'), jobRunner: 'kubernetes', logLevel: 'silent' });
+  let rescans = 0;
+  const manager = await createJobManager(settings, {
+    rescan: async () => void rescans++,
+    modelIds: () => ['shapes-fixture'],
+    log: { info: () => {}, warn: () => {}, error: () => {} },
+  });
+  t.after(() => manager.close());
+  const job = await manager.submit({ backbone: 'dit', method: 'pg-sb', steps: 2, batch_size: 2, seed: 0, name: 'dit-in-cluster' });
+  const name = `snoopi-${job.id}`;
+  await until(() => api.jobs.has(name), 'the Job exists');
+  assert.ok(api.requests.includes('POST /apis/batch/v1/namespaces/team-a/jobs'));
+
+  // The trainer pod exports its package to the staging folder of the shared models volume.
+  const staged = join(modelsDir, '.incoming', job.id, 'dit-in-cluster');
+  await cp(join(repoRoot, 'models', 'shapes-fixture'), staged, { recursive: true });
+  const manifest = JSON.parse(await readFile(join(staged, 'model.json'), 'utf8'));
+  await writeFile(join(staged, 'model.json'), JSON.stringify({ ...manifest, id: 'dit-in-cluster', method: 'pg-sb' }));
+  const pod = api.addPod(job.id, `${name}-0-xyz`);
+  api.print(pod, progressLine(1, 2), progressLine(2, 2));
+  api.endPod(pod, 'Succeeded');
+  api.endJob(name, { type: 'Complete', status: 'True' });
+  await until(() => manager.get(job.id)!.status === 'succeeded' || manager.get(job.id)!.status === 'failed', 'the job ends');
+
+  const done = manager.get(job.id)!;
+  assert.equal(done.error, null);
+  assert.deepEqual([done.status, done.runner, done.model_id, done.progress], ['succeeded', 'kubernetes', 'dit-in-cluster', { step: 2, total: 2, eta_s: 0 }]);
+  assert.equal(JSON.parse(await readFile(join(modelsDir, 'dit-in-cluster', 'model.json'), 'utf8')).id, 'dit-in-cluster');
+  assert.equal(rescans, 1);
 });

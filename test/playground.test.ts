@@ -23,6 +23,7 @@ test('GET / serves the playground page, its script and its style, with a strict 
     ['/', 'text/html; charset=utf-8', 'index.html'],
     ['/playground/app.js', 'text/javascript; charset=utf-8', 'app.js'],
     ['/playground/style.css', 'text/css; charset=utf-8', 'style.css'],
+    ['/playground/favicon.svg', 'image/svg+xml', 'favicon.svg'],
   ] as const) {
     const response = await app.inject({ method: 'GET', url });
     assert.equal(response.statusCode, 200, url);
@@ -35,11 +36,12 @@ test('GET / serves the playground page, its script and its style, with a strict 
 test('the playground generates images and shows errors, in a real browser', async (t) => {
   assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: scripts/setup.sh installs Debian's chromium`);
   const { url, service } = await build(t, { listen: true });
-  const userDataDir = await mkdtemp(join(tmpdir(), 'snoopi-chromium-'));
-  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: [...chromiumArgs, `--user-data-dir=${userDataDir}`] });
+  // playwright gives the browser a new empty profile of its own.
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: chromiumArgs });
+  const scratch = await mkdtemp(join(tmpdir(), 'snoopi-playground-'));
   t.after(async () => {
     await browser.close();
-    await rm(userDataDir, { recursive: true, force: true });
+    await rm(scratch, { recursive: true, force: true });
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   const pageErrors: string[] = [];
@@ -79,7 +81,7 @@ test('the playground generates images and shows errors, in a real browser', asyn
     assert.equal(await page.isHidden('#error'), true);
     assert.equal(await page.isHidden('#empty'), true);
 
-    const path = process.env.SNOOPI_UPDATE_SCREENSHOTS === '1' ? join(repoRoot, 'docs', 'screenshots', 'playground.png') : join(userDataDir, 'playground.png');
+    const path = process.env.SNOOPI_UPDATE_SCREENSHOTS === '1' ? join(repoRoot, 'docs', 'screenshots', 'playground.png') : join(scratch, 'playground.png');
     const png = await page.screenshot({ path });
     assert.deepEqual([...png.subarray(1, 4)], [...Buffer.from('PNG')]);
   });

@@ -62,8 +62,12 @@ function applyModel(model) {
   scaleInput.value = String(initial);
   scaleInput.disabled = max === 0;
   $('scale-max').textContent = max.toFixed(2);
-  $('model-info').textContent =
-    `${model.backbone} · ${model.method} · ${model.image.width}×${model.image.height} · ${model.execution_provider}`;
+  $('model-info').textContent = [
+    model.display_name,
+    `${model.backbone} · ${model.method} · ${model.image.width}×${model.image.height} · ${model.execution_provider}`,
+  ]
+    .filter(Boolean)
+    .join('\n');
   showScale();
 }
 
@@ -82,8 +86,8 @@ async function loadModels() {
   }
   modelInput.replaceChildren(
     ...models.map((model) => {
-      const option = new Option(model.display_name ?? model.id, model.id, false, model.active);
-      option.title = model.id;
+      const option = new Option(model.id, model.id, false, model.active);
+      option.title = model.display_name ?? model.id;
       return option;
     }),
   );

@@ -8,6 +8,10 @@ export const CONFIGS = {
   'batch-off': { description: 'micro-batching off (--max-batch=1), embedding cache on', flags: ['--max-batch=1'] },
   'cache-off': { description: 'embedding cache off (--cache-bytes=1024: smaller than one embedding), batching on', flags: ['--cache-bytes=1024'] },
   'batch-64': { description: 'micro-batching up to 64 images (--max-batch=64), cache on', flags: ['--max-batch=64'] },
+  'threads-1': {
+    description: 'batching and cache on, one onnxruntime intra-op thread (--intra-op-threads=1): a core left for HTTP and image encoding',
+    flags: ['--intra-op-threads=1'],
+  },
 } as const satisfies Record<string, { description: string; flags: readonly string[] }>;
 
 export type ConfigName = keyof typeof CONFIGS;
@@ -149,7 +153,7 @@ export function fullPlan(): Plan {
           scenario,
           connections: points,
         })),
-        ...(['batch-off', 'cache-off', 'batch-64'] as const).flatMap((config) => [
+        ...(['batch-off', 'cache-off', 'batch-64', 'threads-1'] as const).flatMap((config) => [
           { config, scenario: 'repeated' as const, connections: curve },
           { config, scenario: 'unique' as const, connections: points },
         ]),

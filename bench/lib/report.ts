@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { BatchTiming } from './engine-throughput.js';
 import type { Cell } from './load.js';
 import { CONFIGS, SCENARIOS, type ConfigName, type ScenarioName } from './plan.js';
-import { saturationCell, type SuiteResults, type Target } from './results.js';
+import { engineBest, saturationCell, type SuiteResults, type Target } from './results.js';
 import { round } from './stats.js';
 import { lineChart, stackedBars, type Series } from './svg-plot.js';
 import { PHASES } from './timings.js';
@@ -184,6 +184,7 @@ function engineTable(results: SuiteResults): string {
   const columns: { name: string; timings: BatchTiming[] }[] = [];
   if (results.engine !== null) columns.push({ name: 'engine', timings: results.engine.batches });
   if (results.engine !== null && results.engine.spinning.length > 0) columns.push({ name: 'engine spinning', timings: results.engine.spinning });
+  if (results.engine !== null && results.engine.recheck.length > 0) columns.push({ name: 'engine again', timings: results.engine.recheck });
   if (results.pytorch !== null && 'runs' in results.pytorch) {
     for (const run of results.pytorch.runs) columns.push({ name: `PyTorch ${run.threads} thr`, timings: run.batches });
   }
@@ -196,6 +197,35 @@ function engineTable(results: SuiteResults): string {
     }),
   ]);
   return table(['batch', ...columns.flatMap((column) => [`${column.name} median ms`, `${column.name} img/s`, `${column.name} CPU cores`])], rows);
+}
+
+/** Plain-language readings of the numbers that decide the targets: contention, batch sizes, event-loop bursts. */
+function diagnose(results: SuiteResults): string[] {
+  const lines: string[] = [];
+  const saturation = saturationCell(results.service);
+  if (saturation !== undefined && results.engine !== null) {
+    const nearest = results.engine.batches.reduce((best, timing) =>
+      Math.abs(Math.log(timing.batch / saturation.batchSizes.meanRows)) < Math.abs(Math.log(best.batch / saturation.batchSizes.meanRows)) ? timing : best,
+    );
+    lines.push(
+      `At saturation (${saturation.connections} connections) the service ran batches of ${num(saturation.batchSizes.meanRows)} images on average, ` +
+        `${num(saturation.meanGenerateMs)} ms each (engine busy ${percent(saturation.engineBusy)}); the raw engine took ${num(nearest.meanMs)} ms at batch ${nearest.batch}: ` +
+        `${num(saturation.meanGenerateMs / nearest.meanMs)}x inside the service. The server process got ${num(saturation.serverCpuCores)} cores, ` +
+        `the raw engine ${num(nearest.cpuCores)}, the load generator ${num(saturation.clientCpuCores)}.`,
+    );
+  }
+  if (results.health !== null) {
+    lines.push(
+      `While /healthz was probed, the server's event-loop delay p99 was ${num(results.health.generate.eventLoopLagP99Ms)} ms with batches of ` +
+        `${num(results.health.generate.batchSizes.meanRows)} images: each finished batch resolves that many requests at once on the HTTP thread ` +
+        '(image-encoder calls, JSON serialisation, socket writes and log lines back to back), and that thread shares the cores with the engine.',
+    );
+  }
+  const loadBefore = results.machine.loadAverageBefore[0]!;
+  if (loadBefore > results.machine.cpus * 0.5) {
+    lines.push(`The machine was busy before the run started (1-minute load ${loadBefore.toFixed(2)} on ${results.machine.cpus} cores): absolute numbers and ratios are both affected.`);
+  }
+  return lines;
 }
 
 export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyof typeof PLOTS, boolean>>): string {
@@ -226,12 +256,19 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
     '',
   );
 
+  const diagnostics = diagnose(results);
+  if (diagnostics.length > 0) push('Reading this run:', '', ...diagnostics.map((line) => `- ${line}`), '');
+
   push('## Raw engine and PyTorch eager', '');
   if (results.engine !== null) {
     push(
       `The generator graph through src/engine (worker thread, onnxruntime CPU provider, intra-op threads ${results.engine.intraOpThreads}, spinning off), ` +
-        `timed for ≥ ${plan.engine.secondsPerBatch} s and ≥ ${plan.engine.minRuns} calls per batch size after two warm-up calls. ` +
-        `Best: ${num(results.engine.best.imagesPerSecond)} img/s at batch ${results.engine.best.batch}.`,
+        `timed for ≥ ${plan.engine.secondsPerBatch} s and ≥ ${plan.engine.minRuns} calls per batch size after two warm-up calls ` +
+        '(CPU cores: CPU time of the timing process, every thread, over wall time -- the cores it actually got). ' +
+        `Best: ${num(results.engine.best.imagesPerSecond)} img/s at batch ${results.engine.best.batch}. ` +
+        (results.engine.recheck.length > 0
+          ? `"engine again": batch 1 and the best batch timed once more at the end of the run; the targets use the faster of the two (${num(engineBest(results.engine).imagesPerSecond)} img/s).`
+          : ''),
       '',
     );
   }

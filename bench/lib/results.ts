@@ -89,6 +89,18 @@ export interface SuiteResults {
   targets: Target[];
 }
 
+/** The engine's best-batch timing: the faster of the first measurement and the recheck at that batch size. */
+export function engineBest(engine: EngineResults): BatchTiming {
+  const again = engine.recheck.find((timing) => timing.batch === engine.best.batch);
+  return again !== undefined && again.imagesPerSecond > engine.best.imagesPerSecond ? again : engine.best;
+}
+
+/** The engine's batch-1 timing: the faster (lower median) of the first measurement and the recheck. */
+export function engineBatch1(engine: EngineResults): BatchTiming | undefined {
+  const candidates = [...engine.batches, ...engine.recheck].filter((timing) => timing.batch === 1);
+  return candidates.reduce<BatchTiming | undefined>((best, timing) => (best === undefined || timing.medianMs < best.medianMs ? timing : best), undefined);
+}
+
 export const SATURATION_SCENARIO = { config: 'batch-on', scenario: 'repeated' } as const;
 
 /** The default service's best throughput with one image per request and a repeated prompt. */
@@ -118,7 +130,8 @@ export function evaluateTargets(results: Pick<SuiteResults, 'engine' | 'pytorch'
   const pytorch = results.pytorch !== null && 'best' in results.pytorch ? results.pytorch : null;
   const saturation = saturationCell(service);
   const single = service.find((cell) => cell.config === 'batch-on' && cell.scenario === 'repeated' && cell.connections === 1);
-  const engineBatch1 = engine?.batches.find((timing) => timing.batch === 1);
+  const batch1 = engine !== null ? engineBatch1(engine) : undefined;
+  const best = engine !== null ? engineBest(engine) : undefined;
   // NASA against no NASA at the same configuration and connection count: the largest count measured for both.
   const nasa = service
     .filter((cell) => cell.config === 'batch-on' && cell.scenario === 'negative')
@@ -136,9 +149,9 @@ export function evaluateTargets(results: Pick<SuiteResults, 'engine' | 'pytorch'
       'ratio',
       '>=',
       0.8,
-      saturation !== undefined && engine !== null ? saturation.imagesPerSecond / engine.best.imagesPerSecond : null,
-      saturation !== undefined && engine !== null
-        ? `${fixed(saturation.imagesPerSecond)} img/s at ${saturation.connections} connections / ${fixed(engine.best.imagesPerSecond)} img/s at engine batch ${engine.best.batch}`
+      saturation !== undefined && best !== undefined ? saturation.imagesPerSecond / best.imagesPerSecond : null,
+      saturation !== undefined && best !== undefined
+        ? `${fixed(saturation.imagesPerSecond)} img/s at ${saturation.connections} connections / ${fixed(best.imagesPerSecond)} img/s at engine batch ${best.batch}`
         : 'not measured',
     ),
     target(
@@ -147,9 +160,9 @@ export function evaluateTargets(results: Pick<SuiteResults, 'engine' | 'pytorch'
       'ms',
       '<=',
       2,
-      single !== undefined && engineBatch1 !== undefined ? single.latencyMs.p50 - engineBatch1.medianMs : null,
-      single !== undefined && engineBatch1 !== undefined
-        ? `service p50 ${fixed(single.latencyMs.p50, 2)} ms - engine batch 1 median ${fixed(engineBatch1.medianMs, 2)} ms`
+      single !== undefined && batch1 !== undefined ? single.latencyMs.p50 - batch1.medianMs : null,
+      single !== undefined && batch1 !== undefined
+        ? `service p50 ${fixed(single.latencyMs.p50, 2)} ms - engine batch 1 median ${fixed(batch1.medianMs, 2)} ms`
         : 'not measured',
     ),
     target(

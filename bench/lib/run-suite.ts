@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { repoRoot } from '../../src/config/paths.js';
 import { loadManifest, type ModelManifest } from '../../src/registry/model-manifest.js';
-import { bestBatch, measureEngine, type BatchTiming } from './engine-throughput.js';
+import { bestBatch, measureEngine, recheckEngine, type BatchTiming } from './engine-throughput.js';
 import { measureImageEncoding } from './image-encoding.js';
 import { describeCell, measureCell, runLoad, type Cell } from './load.js';
 import { COMMON_FLAGS, CONFIGS, scenarioRequest, type ConfigName, type Plan } from './plan.js';
@@ -189,7 +189,9 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
   const serverFlags: SuiteResults['serverFlags'] = {};
   const configs = new Set<ConfigName>(has('service') ? plan.service.groups.map((group) => group.config) : []);
   if (has('health') || has('timings')) configs.add('batch-on');
-  const flagsOf = (config: ConfigName) => [`--models-dir=${modelsDir}`, `--active-model=${modelId}`, ...COMMON_FLAGS, ...CONFIGS[config].flags];
+  // The servers run in the repository root: a registry inside it is named relative to it, so reports carry no local paths.
+  const modelsFlag = relative(repoRoot, modelsDir).startsWith('..') ? modelsDir : relative(repoRoot, modelsDir) || '.';
+  const flagsOf = (config: ConfigName) => [`--models-dir=${modelsFlag}`, `--active-model=${modelId}`, ...COMMON_FLAGS, ...CONFIGS[config].flags];
   const startServer = async (config: ConfigName, name: string) => {
     serverFlags[config] = flagsOf(config);
     const profileDir = join(scratch, 'profiles', name);
@@ -296,6 +298,18 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
       await stopServer(server, 'soak', log);
     }
     if (options.profile) for (const summary of await summarizeProfiles(profileDir)) profiles.push({ ...summary, config: 'soak' });
+  }
+
+  // 6. The engine again at batch 1 and its best batch, so that drift in the machine's load shows (and the targets
+  // compare with the engine at its better moment).
+  if (engine !== null && (service.length > 0 || soak !== null)) {
+    engine.recheck = await recheckEngine(packageDir, manifest, {
+      intraOpThreads: ENGINE_INTRA_OP_THREADS,
+      batches: [...new Set([1, engine.best.batch])],
+      secondsPerBatch: plan.engine.secondsPerBatch,
+      minRuns: plan.engine.minRuns,
+    });
+    log(`engine again: ${engine.recheck.map((timing) => `b${timing.batch} ${timing.medianMs.toFixed(2)} ms ${timing.imagesPerSecond.toFixed(0)} img/s`).join(', ')}`);
   }
 
   const partial = { engine, pytorch, service, health, soak };

@@ -26,7 +26,7 @@ export interface SessionSettings {
    * Whether idle intra-op threads spin waiting for work. Off by default: on a small CPU, spinning threads take cores
    * from the HTTP thread and from the other graph's threads. On the 2-core dev machine (shared, loaded) the shapes
    * fixture ran at 179 img/s at batch 1 and 319 at batch 16 without spinning, 102 and 103 with it
-   * (bench/engine.bench.ts).
+   * (bench/lib/engine-throughput.ts; the spinning comparison runs in `npm run bench:full`).
    */
   allowSpinning: boolean;
 }

@@ -148,6 +148,9 @@ function jobState(job: V1Job): JobState {
   return { state: 'running' };
 }
 
+const COMPLETION_INDEX = 'batch.kubernetes.io/job-completion-index';
+const completionIndex = (pod: V1Pod): string | undefined => pod.metadata?.labels?.[COMPLETION_INDEX] ?? pod.metadata?.annotations?.[COMPLETION_INDEX];
+
 const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
 const STARTED_PHASES = new Set(['Running', 'Succeeded', 'Failed']);
 
@@ -272,9 +275,15 @@ class KubernetesRun implements TrainerRun {
   private async followLog(): Promise<void> {
     if (this.follow !== undefined || this.ended) return;
     const pods = await this.context.core.listNamespacedPod({ namespace: this.context.namespace, labelSelector: `${JOB_ID_LABEL}=${this.launch.jobId}` });
+    // Only rank 0 prints progress: in an Indexed Job that is the pod of completion index 0; then the newest pod
+    // (a retried one replaces the one before).
+    const rank = (pod: V1Pod) => (completionIndex(pod) === '0' ? 0 : 1);
     const pod = pods.items
       .filter((candidate: V1Pod) => STARTED_PHASES.has(candidate.status?.phase ?? '') && !this.readPods.has(candidate.metadata?.name ?? ''))
-      .sort((a: V1Pod, b: V1Pod) => String(b.metadata?.creationTimestamp ?? '').localeCompare(String(a.metadata?.creationTimestamp ?? '')))[0];
+      .sort(
+        (a: V1Pod, b: V1Pod) =>
+          rank(a) - rank(b) || String(b.metadata?.creationTimestamp ?? '').localeCompare(String(a.metadata?.creationTimestamp ?? '')),
+      )[0];
     const podName = pod?.metadata?.name;
     if (podName === undefined) return;
     const terminal = TERMINAL_PHASES.has(pod!.status!.phase!);

@@ -10,6 +10,8 @@ export interface FakePod {
   jobId: string;
   phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed';
   created: string;
+  /** The completion index of an Indexed Job's pod. */
+  index?: number;
   /** "<RFC3339Nano timestamp> <text>" */
   lines: string[];
   /** Open log streams that follow this pod. */
@@ -53,8 +55,9 @@ export class FakeKubernetes {
   }
 
   /** The scheduler: the Job's pod appears, running. */
-  addPod(jobId: string, name: string, phase: FakePod['phase'] = 'Running'): FakePod {
-    const pod: FakePod = { name, jobId, phase, created: new Date(Date.UTC(2026, 0, 1, 0, 0, this.pods.size)).toISOString(), lines: [], followers: new Set() };
+  addPod(jobId: string, name: string, phase: FakePod['phase'] = 'Running', index?: number): FakePod {
+    const created = new Date(Date.UTC(2026, 0, 1, 0, 0, this.pods.size)).toISOString();
+    const pod: FakePod = { name, jobId, phase, created, lines: [], followers: new Set(), ...(index === undefined ? {} : { index }) };
     this.pods.set(name, pod);
     return pod;
   }
@@ -138,7 +141,11 @@ export class FakeKubernetes {
       const items = [...this.pods.values()]
         .filter((pod) => key === 'snoopi.dev/job-id' && pod.jobId === value)
         .map((pod) => ({
-          metadata: { name: pod.name, creationTimestamp: pod.created, labels: { 'snoopi.dev/job-id': pod.jobId } },
+          metadata: {
+            name: pod.name,
+            creationTimestamp: pod.created,
+            labels: { 'snoopi.dev/job-id': pod.jobId, ...(pod.index === undefined ? {} : { 'batch.kubernetes.io/job-completion-index': String(pod.index) }) },
+          },
           status: { phase: pod.phase },
         }));
       return this.json(response, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items });

@@ -1,4 +1,4 @@
-// GET / : the web playground. Three static files from web/ (no build step), read once when the app starts, so a
+// GET / : the web playground. Static files from web/ (no build step), read once when the app starts, so a
 // missing file stops the start instead of failing a visitor; they are not part of the API (hidden from OpenAPI).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ const assets = [
   { url: '/', file: 'index.html', type: 'text/html; charset=utf-8' },
   { url: '/playground/app.js', file: 'app.js', type: 'text/javascript; charset=utf-8' },
   { url: '/playground/style.css', file: 'style.css', type: 'text/css; charset=utf-8' },
+  { url: '/playground/favicon.svg', file: 'favicon.svg', type: 'image/svg+xml' },
 ] as const;
 
 // The page talks to its own origin only; images arrive as data: URLs (the JSON response's b64_json).
