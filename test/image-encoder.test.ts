@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { encodeImage } from '../src/images/image-encoder.js';
+import { PNG_COMPRESSION_LEVEL, PNG_WRITER_MAX_PIXELS, encodeImage } from '../src/images/image-encoder.js';
+import { writePng } from '../src/images/png-writer.js';
 
 const WIDTH = 64;
 const HEIGHT = 48;
@@ -34,6 +35,18 @@ test('png is lossless: decoding gives the pixels back', async () => {
   const decoded = await decode(encoded.data);
   assert.deepEqual(decoded.info, { width: WIDTH, height: HEIGHT, channels: 3, format: 'raw' });
   assert.deepEqual(decoded.raw, pixels);
+});
+
+test('small PNGs come from png-writer, larger ones from sharp; both are lossless', async () => {
+  const side = Math.sqrt(PNG_WRITER_MAX_PIXELS);
+  for (const [width, height, writer] of [[side, side, true], [side + 1, side, false]] as const) {
+    const pixels = new Uint8Array(width * height * 3).map((_, i) => (i * 7) % 251);
+    const encoded = await encodeImage(pixels, width, height, 'png', 90);
+    assert.equal(encoded.data.equals(writePng(pixels, width, height, { compressionLevel: PNG_COMPRESSION_LEVEL })), writer, `${width}x${height}`);
+    const decoded = await decode(encoded.data);
+    assert.deepEqual(decoded.info, { width, height, channels: 3, format: 'raw' });
+    assert.deepEqual(decoded.raw, pixels);
+  }
 });
 
 test('a view into a larger batch buffer encodes only its own pixels', async () => {

@@ -163,8 +163,8 @@ for (const overlay of overlays) {
 
 test('the schema checks catch what is wrong: a bad type, an unknown field, a root container', () => {
   const deployment = structuredClone(only(rendered.cpu, 'Deployment'));
-  deployment.spec.replicas = 'two';
-  assert.throws(() => validateManifest(deployment), /spec\/replicas must be integer/);
+  deployment.spec.revisionHistoryLimit = 'five';
+  assert.throws(() => validateManifest(deployment), /spec\/revisionHistoryLimit must be integer/);
   const unknown = structuredClone(only(rendered.cpu, 'Deployment'));
   unknown.spec.template.spec.containers[0].livenesProbe = {};
   assert.deepEqual(unknownFields(unknown), ['spec.template.spec.containers[0].livenesProbe']);
@@ -194,10 +194,10 @@ for (const overlay of overlays) {
     assert.deepEqual(service.spec.selector, selector);
     const pdb = only(objects, 'PodDisruptionBudget');
     assert.deepEqual(pdb.spec.selector.matchLabels, selector);
-    assert.ok(pdb.spec.minAvailable < deployment.spec.replicas, 'the PDB lets a drain evict one replica');
     const hpa = only(objects, 'HorizontalPodAutoscaler');
     assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: deployment.metadata.name });
-    assert.ok(hpa.spec.minReplicas >= 2 && hpa.spec.minReplicas > pdb.spec.minAvailable);
+    assert.equal(deployment.spec.replicas, undefined, 'the HPA owns the replica count');
+    assert.ok(hpa.spec.minReplicas >= 2 && hpa.spec.minReplicas > pdb.spec.minAvailable, 'a drain may always evict one replica');
     // The trainer's rendezvous Service must not pick up serving pods, nor the other way round.
     const trainerService = only(objects, 'Service', 'snoopi-trainer');
     assert.ok(!selects(trainerService.spec.selector, podLabels));

@@ -1,10 +1,12 @@
 // How long one image takes to encode, and how large it is: the service's own encoder (src/images/image-encoder.ts)
 // for png, jpeg and webp on generated images, and (full run) a sweep of sharp's PNG settings over generated images,
 // flat shapes like the shapes world's training images and noisy 512x512 shapes (a stand-in for a Stable Diffusion
-// sized output) -- the numbers behind the encoder's choice of PNG level.
+// sized output) -- the numbers behind the encoder's choice of PNG level -- and the PNG crossover: png-writer.ts
+// against sharp at the same level on noisy shapes from 64x64 to 512x512, the numbers behind PNG_WRITER_MAX_PIXELS.
 import { performance } from 'node:perf_hooks';
 import sharp, { type Sharp } from 'sharp';
-import { encodeImage, type ImageFormat } from '../../src/images/image-encoder.js';
+import { PNG_COMPRESSION_LEVEL, encodeImage, type ImageFormat } from '../../src/images/image-encoder.js';
+import { writePng } from '../../src/images/png-writer.js';
 import { seededNoise } from '../../src/noise/seeded-noise.js';
 import { summarize } from './stats.js';
 
@@ -27,7 +29,7 @@ export interface ImageSet {
 
 const WARMUP_CALLS = 20;
 
-async function time(set: ImageSet, encoder: string, roundsAt64: number, encode: (pixels: Uint8Array) => Promise<Buffer>): Promise<EncodingTiming> {
+async function time(set: ImageSet, encoder: string, roundsAt64: number, encode: (pixels: Uint8Array) => Buffer | Promise<Buffer>): Promise<EncodingTiming> {
   // Fewer rounds for larger images (at least 10): a 512x512 PNG at level 9 takes a quarter of a second.
   const rounds = Math.max(10, Math.round((roundsAt64 * 64 * 64) / (set.width * set.height)));
   for (let i = 0; i < Math.max(WARMUP_CALLS, set.pixels.length); i++) await encode(set.pixels[i % set.pixels.length]!);
@@ -69,6 +71,9 @@ export function shapesImages(count: number, size: number, noise: number): Uint8A
 
 type SharpEncoder = (image: Sharp) => Sharp;
 
+const sharpRaw = (set: ImageSet, pixels: Uint8Array): Sharp =>
+  sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width: set.width, height: set.height, channels: 3 } });
+
 function sweepEncoders(): [string, SharpEncoder][] {
   const encoders: [string, SharpEncoder][] = [];
   for (const level of [0, 1, 3, 6, 9]) {
@@ -97,12 +102,16 @@ export async function measureImageEncoding(generated: ImageSet, options: { round
   ];
   for (const set of sets) {
     for (const [name, encode] of sweepEncoders()) {
-      results.push(
-        await time(set, name, options.rounds, (pixels) =>
-          encode(sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width: set.width, height: set.height, channels: 3 } })).toBuffer(),
-        ),
-      );
+      results.push(await time(set, name, options.rounds, (pixels) => encode(sharpRaw(set, pixels)).toBuffer()));
     }
+  }
+  const level = PNG_COMPRESSION_LEVEL;
+  for (const size of [64, 128, 256, 512]) {
+    const set: ImageSet = { name: 'png crossover, noisy shapes', pixels: shapesImages(generated.pixels.length, size, 6), width: size, height: size };
+    results.push(
+      await time(set, `sharp png level ${level}`, options.rounds, (pixels) => sharpRaw(set, pixels).png({ compressionLevel: level, adaptiveFiltering: false }).toBuffer()),
+      await time(set, `png-writer level ${level}`, options.rounds, (pixels) => writePng(pixels, size, size, { compressionLevel: level })),
+    );
   }
   return results;
 }

@@ -1,6 +1,7 @@
 // results.json -> report.md and its SVG plots, all in one folder (the report links the plots by file name).
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PNG_WRITER_MAX_PIXELS } from '../../src/images/image-encoder.js';
 import type { BatchTiming } from './engine-throughput.js';
 import type { Cell } from './load.js';
 import { CONFIGS, SCENARIOS, type ConfigName, type ScenarioName } from './plan.js';
@@ -366,7 +367,7 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
     push(
       '## Image encoding',
       '',
-      `One image at a time through sharp after 20 warm-up calls; ${plan.images.rounds} timed calls for 64x64 images, proportionally fewer (at least 10) for larger ones.`,
+      `One image at a time after 20 warm-up calls ("service png" is src/images/png-writer.ts up to ${PNG_WRITER_MAX_PIXELS} pixels, sharp beyond); ${plan.images.rounds} timed calls for 64x64 images, proportionally fewer (at least 10) for larger ones.`,
       '',
       table(
         ['images', 'encoder', 'size', 'median ms', 'p90 ms', 'mean bytes'],

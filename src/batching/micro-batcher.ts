@@ -2,7 +2,8 @@
 // at once, alone: waiting for company would add latency at low load, and at high load batches form by themselves.
 // While a batch runs, new requests wait in a bounded queue (the bound counts waiting rows, not the running batch) and
 // the next batch takes, in arrival order, as many whole requests as fit in maxBatchRows. A request is never split
-// across batches; one larger than maxBatchRows runs alone.
+// across batches; one larger than maxBatchRows runs alone. The requests of a finished batch are settled one per turn
+// of the event loop (see deliver()).
 import { performance } from 'node:perf_hooks';
 import { errors } from '../errors.js';
 
@@ -62,6 +63,8 @@ export class MicroBatcher<I, R> {
   private readonly queue: Waiting<I, R>[] = [];
   private waitingRows = 0;
   private running = false;
+  /** Finished batches whose requests are not all settled yet. */
+  private delivering = 0;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
 
@@ -114,13 +117,13 @@ export class MicroBatcher<I, R> {
     });
   }
 
-  /** Resolves once nothing waits and nothing runs. */
+  /** Resolves once nothing waits, nothing runs and every finished request is settled. */
   idle(): Promise<void> {
-    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    if (!this.running && this.delivering === 0 && this.queue.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Refuses new requests, rejects waiting ones with `reason`, and resolves when the running batch has finished. */
+  /** Refuses new requests, rejects waiting ones with `reason`, and resolves when the running batch has finished and been settled. */
   close(reason: unknown = new errors.SNOOPI_SHUTTING_DOWN()): Promise<void> {
     this.closed = true;
     for (const waiting of [...this.queue]) this.remove(waiting, reason);
@@ -163,21 +166,43 @@ export class MicroBatcher<I, R> {
       failure = error;
     }
     const runMs = performance.now() - startedAt;
-    batch.forEach((waiting, index) => {
-      if (failure !== undefined) waiting.reject(failure);
-      else {
-        waiting.resolve({
-          result: results![index]!,
-          queueMs: startedAt - waiting.submittedAt,
-          runMs,
-          batchRows: rows,
-          batchRequests: batch.length,
-        });
-      }
-    });
+    this.deliver(
+      batch.map((waiting, index) => () => {
+        if (failure !== undefined) waiting.reject(failure);
+        else {
+          waiting.resolve({
+            result: results![index]!,
+            queueMs: startedAt - waiting.submittedAt,
+            runMs,
+            batchRows: rows,
+            batchRequests: batch.length,
+          });
+        }
+      }),
+    );
     this.running = false;
     this.options.onBatch?.({ rows, requests: batch.length, runMs, failed: failure !== undefined });
     this.pump();
+  }
+
+  /**
+   * Settles a finished batch's requests one per turn of the event loop (the next batch starts meanwhile). Each
+   * request's answer (image encoding, serialisation, socket write) then runs in a turn of its own, so probes and new
+   * requests get in between the answers of a large batch instead of waiting behind all of them.
+   */
+  private deliver(settlers: (() => void)[]): void {
+    this.delivering++;
+    let next = 0;
+    const settleNext = (): void => {
+      settlers[next++]!();
+      if (next < settlers.length) {
+        setImmediate(settleNext);
+        return;
+      }
+      this.delivering--;
+      this.notifyIdle();
+    };
+    settleNext();
   }
 
   private expire(waiting: Waiting<I, R>): void {
@@ -206,7 +231,7 @@ export class MicroBatcher<I, R> {
   }
 
   private notifyIdle(): void {
-    if (this.running || this.queue.length > 0) return;
+    if (this.running || this.delivering > 0 || this.queue.length > 0) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const resolve of waiters) resolve();

@@ -1,5 +1,7 @@
-// Raw RGB pixels (H x W x 3, uint8) to PNG, JPEG or WebP bytes with sharp.
+// Raw RGB pixels (H x W x 3, uint8) to PNG, JPEG or WebP bytes: small PNGs with png-writer.ts on the calling thread,
+// everything else with sharp.
 import sharp from 'sharp';
+import { writePng } from './png-writer.js';
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
@@ -9,13 +11,19 @@ export const CONTENT_TYPES: Record<ImageFormat, string> = {
   webp: 'image/webp',
 };
 
-// zlib level 1 without adaptive filtering. At 64x64 sharp's per-call cost dominates: every level takes 0.55-0.9 ms,
+// zlib level 1 without adaptive filtering, for both PNG encoders. At 64x64 sharp's per-call cost dominates: every level takes 0.55-0.9 ms,
 // level 1 is among the fastest, and its files are 12% (generated images) to 30% (flat shapes, ~390 bytes) larger than
 // level 6's (bench/lib/image-encoding.ts). The level matters at Stable Diffusion sizes: the bench's noisy 512x512
 // shapes took ~15 ms at level 1 against ~60 ms at level 6 (sharp's default, with adaptive filtering ~50 ms), for a
 // file 1.6x larger. CPU is what the serving machines run out of first (product.md: the HTTP path is the bottleneck),
 // not bytes on the wire.
 export const PNG_COMPRESSION_LEVEL = 1;
+
+// PNGs up to this many pixels are written by png-writer.ts, synchronously: at 64x64 it takes a quarter of sharp's
+// time and at 128x128 half, where sharp's fixed cost per call (pipeline setup, two thread-pool hops) dominates. By
+// 256x256 the two are even and at 512x512 sharp is faster, and it keeps the event loop free meanwhile
+// (bench/lib/image-encoding.ts, --full: "png crossover").
+export const PNG_WRITER_MAX_PIXELS = 128 * 128;
 
 export interface EncodedImage {
   data: Buffer;
@@ -38,6 +46,9 @@ export async function encodeImage(
   }
   if (!Number.isInteger(quality) || quality < 1 || quality > 100) {
     throw new RangeError(`quality must be an integer in 1..100, got ${quality}`);
+  }
+  if (format === 'png' && width * height <= PNG_WRITER_MAX_PIXELS) {
+    return { data: writePng(pixels, width, height, { compressionLevel: PNG_COMPRESSION_LEVEL }), contentType: CONTENT_TYPES.png };
   }
   const input = Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength);
   const image = sharp(input, { raw: { width, height, channels: 3 } });

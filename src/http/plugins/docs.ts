@@ -1,11 +1,22 @@
 // OpenAPI 3 generated from the route schemas (@fastify/swagger), Swagger UI at /docs and the document at
 // /openapi.json. Nothing here depends on the environment, so `snoopi openapi` writes the same file everywhere.
 import fp from 'fastify-plugin';
-import swagger from '@fastify/swagger';
+import swagger, { type SwaggerTransformObject } from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { packageInfo } from '../../config/paths.js';
 import { ErrorBody } from '../schemas/error.js';
+
+/** `value` without the serializer hint format: 'unsafe' (see schemas/generate.ts), which means nothing to clients. */
+function withoutSerializerHints(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutSerializerHints);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([key, field]) => !(key === 'format' && field === 'unsafe'))
+      .map(([key, field]) => [key, withoutSerializerHints(field)]),
+  );
+}
 
 export default fp(
   async function docs(app: FastifyInstance) {
@@ -25,6 +36,8 @@ export default fp(
       },
       // Shared schemas keep their $id as their name under components.schemas.
       refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+      transformObject: (document) =>
+        withoutSerializerHints('openapiObject' in document ? document.openapiObject : document.swaggerObject) as ReturnType<SwaggerTransformObject>,
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

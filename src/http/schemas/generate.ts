@@ -37,7 +37,10 @@ const GeneratedImage = Type.Object(
     content_type: Type.String({ description: 'image/png, image/jpeg or image/webp' }),
     width: Type.Integer(),
     height: Type.Integer(),
-    b64_json: Type.String({ description: 'the encoded image, base64' }),
+    // format 'unsafe': fast-json-stringify copies the string without scanning it for characters to escape (base64
+    // has none); at thousands of responses a second that scan was a visible share of the HTTP thread. It is a
+    // serializer hint, not part of the API: plugins/docs.ts leaves it out of the OpenAPI document.
+    b64_json: Type.String({ format: 'unsafe', description: 'the encoded image, base64' }),
   },
   { additionalProperties: false },
 );
