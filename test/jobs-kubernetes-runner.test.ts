@@ -93,7 +93,7 @@ test('a Job is created, the log of its rank-0 pod gives progress and messages, a
   await until(() => api.jobs.has(jobName), 'the Job exists');
   assert.deepEqual(api.jobs.get(jobName)!.spec, renderJob(await loadJobTemplate(templatePath), launch).spec);
   const pod = api.addPod(jobId, `${jobName}-0-abcde`, 'Running', 0);
-  // Another rank's pod, newer: it prints no progress (only rank 0 does), so following it would show nothing.
+  // Another rank's pod, newer: only rank 0 prints progress, so the runner does not follow it.
   api.print(api.addPod(jobId, `${jobName}-1-fghij`, 'Running', 1), 'rank 1 has nothing to say');
   api.print(pod, 'distilling models/base/teacher-dit.pt', progressLine(10), progressLine(20));
   await until(() => seen.progress.length === 2, 'two progress lines');
@@ -214,7 +214,7 @@ test('the service builds its kubernetes runner from the settings and KUBECONFIG;
   process.env.KUBECONFIG = join(dir, 'kubeconfig');
   t.after(() => (previous === undefined ? delete process.env.KUBECONFIG : (process.env.KUBECONFIG = previous)));
 
-  const settings = resolveSettings({ adminToken: 'a-token-of-16-chars', modelsDir, jobsDir: join(dir, 'jobs'), jobRunner: 'kubernetes', logLevel: 'silent' });
+  const settings = resolveSettings({ adminToken: 'a-token-of-16-chars', modelsDir, jobsDir: join(dir, 'jobs'), jobRunner: 'kubernetes', k8sPollMs: 100, logLevel: 'silent' });
   let rescans = 0;
   const manager = await createJobManager(settings, {
     rescan: async () => void rescans++,

@@ -88,6 +88,34 @@ test('while a batch runs, requests queue; the next batch takes whole requests in
   assert.equal(queue.busy, false);
 });
 
+test('a finished batch settles its requests in order, one per turn of the event loop, and idle() waits for the last', async () => {
+  const runner = gatedRunner();
+  const { batcher: queue } = batcher(runner.runBatch);
+  const first = queue.submit('a', { rows: 1 });
+  // Counts turns of the event loop: one immediate per turn, each queueing the next.
+  let turns = 0;
+  let ticking = true;
+  const tick = () => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  let idle = false;
+  const settled = ['b', 'c', 'd'].map((input) => queue.submit(input, { rows: 1 }).then(() => ({ turn: turns, idle })));
+  await runner.finishNext();
+  await first;
+  const idled = queue.idle().then(() => {
+    idle = true;
+  });
+  await runner.finishNext();
+  const [b, c, d] = await Promise.all(settled);
+  ticking = false;
+  assert.ok(b!.turn < c!.turn && c!.turn < d!.turn, `settled in turns ${b!.turn}, ${c!.turn}, ${d!.turn}`);
+  assert.deepEqual([b!.idle, c!.idle, d!.idle], [false, false, false]);
+  await idled;
+  assert.deepEqual(runner.batches, [['a'], ['b', 'c', 'd']]);
+});
+
 test('a request with more rows than maxBatchRows runs alone and is not split', async () => {
   const runner = gatedRunner();
   const { batcher: queue } = batcher(runner.runBatch, { maxBatchRows: 4 });

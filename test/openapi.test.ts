@@ -39,4 +39,7 @@ test('the document names the service and lists every route with its error respon
   assert.deepEqual(Object.keys(generate['200'].content), ['application/json', 'image/png', 'image/jpeg', 'image/webp']);
   assert.deepEqual(document.paths['/readyz'].get.responses['503'].content, errorBody);
   assert.deepEqual(document.components.schemas.ErrorBody.required, ['statusCode', 'code', 'error', 'message']);
+  // b64_json's format 'unsafe' only tells the serializer not to escape the base64; clients never see it.
+  const image = generate['200'].content['application/json'].schema.properties.images.items.properties.b64_json;
+  assert.deepEqual(image, { type: 'string', description: 'the encoded image, base64' });
 });

@@ -14,6 +14,7 @@ const defaults = {
   jobCancelGraceMs: 30000,
   trainerPython: '/usr/bin/python3',
   k8sJobTemplate: join(repoRoot, 'k8s', 'base', 'trainer-job-template.yaml'),
+  k8sPollMs: 5000,
   executionProvider: 'cpu',
   intraOpThreads: 2,
   maxBatch: 16,
@@ -23,6 +24,7 @@ const defaults = {
   bodyLimit: 65536,
   shutdownGraceMs: 10000,
   logLevel: 'info',
+  requestLog: 'completed',
 };
 
 test('without flags or environment every setting has its default', () => {
@@ -46,6 +48,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     SNOOPI_TRAINER_CONFIG: '/srv/trainer.json',
     SNOOPI_K8S_NAMESPACE: 'snoopi',
     SNOOPI_K8S_JOB_TEMPLATE: '/app/k8s/job.yaml',
+    SNOOPI_K8S_POLL_MS: '1000',
     SNOOPI_EXECUTION_PROVIDER: 'cuda',
     SNOOPI_INTRA_OP_THREADS: '2',
     SNOOPI_MAX_BATCH: '32',
@@ -55,6 +58,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     SNOOPI_BODY_LIMIT: '2048',
     SNOOPI_SHUTDOWN_GRACE_MS: '500',
     SNOOPI_LOG_LEVEL: 'warn',
+    SNOOPI_REQUEST_LOG: 'errors',
   };
   const fromEnv = {
     port: 9000,
@@ -71,6 +75,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     trainerConfig: '/srv/trainer.json',
     k8sNamespace: 'snoopi',
     k8sJobTemplate: '/app/k8s/job.yaml',
+    k8sPollMs: 1000,
     executionProvider: 'cuda',
     intraOpThreads: 2,
     maxBatch: 32,
@@ -80,6 +85,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     bodyLimit: 2048,
     shutdownGraceMs: 500,
     logLevel: 'warn',
+    requestLog: 'errors',
   };
   assert.deepEqual(loadSettings([], env), fromEnv);
   assert.deepEqual(loadSettings(['--port=9100', '--max-batch', '4', '--log-level=debug'], env), {
@@ -101,7 +107,7 @@ test('a bad value stops the start with a message naming the setting and its sour
     [[], { SNOOPI_ADMIN_TOKEN: 'short' }, 'Invalid setting SNOOPI_ADMIN_TOKEN (environment): must have at least 16 characters, got "short"'],
     [['--deadline-ms=-5'], {}, 'Invalid setting --deadline-ms: must be between 1 and 3600000, got -5'],
     [['--body-limit=10'], {}, 'Invalid setting --body-limit: must be between 1024 and 16777216, got 10'],
-    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --active-model, --admin-token, --jobs-dir, --base-models-dir, --job-runner, --max-running-jobs, --job-cancel-grace-ms, --trainer-python, --trainer-config, --k8s-namespace, --k8s-job-template, --execution-provider, --intra-op-threads, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level'],
+    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --active-model, --admin-token, --jobs-dir, --base-models-dir, --job-runner, --max-running-jobs, --job-cancel-grace-ms, --trainer-python, --trainer-config, --k8s-namespace, --k8s-job-template, --k8s-poll-ms, --execution-provider, --intra-op-threads, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level, --request-log'],
     [['--port'], {}, 'Missing value for --port'],
     [['--job-runner=slurm'], {}, 'Invalid setting --job-runner: must be one of local, kubernetes, got "slurm"'],
     [[], { SNOOPI_MAX_RUNNING_JOBS: '0' }, 'Invalid setting SNOOPI_MAX_RUNNING_JOBS (environment): must be between 1 and 64, got 0'],

@@ -123,7 +123,7 @@ export class MicroBatcher<I, R> {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Refuses new requests, rejects waiting ones with `reason`, and resolves when the running batch has finished and been settled. */
+  /** Refuses new requests, rejects waiting ones with `reason`, and resolves once the running batch is done and settled. */
   close(reason: unknown = new errors.SNOOPI_SHUTTING_DOWN()): Promise<void> {
     this.closed = true;
     for (const waiting of [...this.queue]) this.remove(waiting, reason);

@@ -46,6 +46,12 @@ export const SettingsSchema = Type.Object(
       default: join(repoRoot, 'k8s', 'base', 'trainer-job-template.yaml'),
       description: 'the batch/v1 Job manifest the kubernetes runner fills in for each job',
     }),
+    k8sPollMs: Type.Integer({
+      minimum: 100,
+      maximum: 600_000,
+      default: 5000,
+      description: "ms between two reads of a trainer Job's status (kubernetes runner)",
+    }),
     executionProvider: Type.Enum(['cpu', 'cuda'], {
       type: 'string',
       default: 'cpu',
@@ -88,6 +94,13 @@ export const SettingsSchema = Type.Object(
       default: 'info',
       description: 'pino log level',
     }),
+    requestLog: Type.Enum(['full', 'completed', 'errors'], {
+      type: 'string',
+      default: 'completed',
+      description:
+        'log lines per request at info: full (received and completed), completed (one line: method, url, status, ms), ' +
+        'errors (none; errors are always logged). Every line carries the request id',
+    }),
   },
   { additionalProperties: false },
 );
@@ -116,6 +129,7 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   trainerConfig: { env: 'SNOOPI_TRAINER_CONFIG', flag: '--trainer-config' },
   k8sNamespace: { env: 'SNOOPI_K8S_NAMESPACE', flag: '--k8s-namespace' },
   k8sJobTemplate: { env: 'SNOOPI_K8S_JOB_TEMPLATE', flag: '--k8s-job-template' },
+  k8sPollMs: { env: 'SNOOPI_K8S_POLL_MS', flag: '--k8s-poll-ms' },
   executionProvider: { env: 'SNOOPI_EXECUTION_PROVIDER', flag: '--execution-provider' },
   intraOpThreads: { env: 'SNOOPI_INTRA_OP_THREADS', flag: '--intra-op-threads' },
   maxBatch: { env: 'SNOOPI_MAX_BATCH', flag: '--max-batch' },
@@ -125,4 +139,5 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   bodyLimit: { env: 'SNOOPI_BODY_LIMIT', flag: '--body-limit' },
   shutdownGraceMs: { env: 'SNOOPI_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms' },
   logLevel: { env: 'SNOOPI_LOG_LEVEL', flag: '--log-level' },
+  requestLog: { env: 'SNOOPI_REQUEST_LOG', flag: '--request-log' },
 };

@@ -3,11 +3,12 @@
 // here: the serve command calls listen(), tests call inject() or listen on port 0.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Settings } from '../config/settings.js';
 import type { JobRunner } from '../jobs/job-runner.js';
 import type { InferenceService } from './inference-service.js';
+import { RequestLogController } from './request-log.js';
 import adminJobs from './plugins/admin-jobs.js';
 import docs from './plugins/docs.js';
 import errorHandler from './plugins/error-handler.js';
@@ -55,7 +56,7 @@ declare module 'fastify' {
 export function buildApp(settings: Settings, service: InferenceService, options: BuildAppOptions = {}): FastifyInstance {
   const app = Fastify({
     ...(options.logger === undefined ? { logger: { level: settings.logLevel, redact: logRedaction } } : { loggerInstance: options.logger }),
-    logController: new LogController({ disableRequestLogging: (request) => request.routeOptions.config.probe === true }),
+    logController: new RequestLogController(settings.requestLog),
     genReqId: requestId,
     bodyLimit: settings.bodyLimit,
     // Shutdown answers are ours (503 SNOOPI_SHUTTING_DOWN with Retry-After), not Fastify's built-in 503.

@@ -3,6 +3,7 @@
 // the time: see image-encoder.ts for when it is used and bench/lib/image-encoding.ts for the measurements.
 // Scanlines are not filtered (filter type 0): on generated 64x64 images the "sub" and "up" filters shrank the files by
 // only a few percent and cost more time; unfiltered, node:zlib at level 1 already makes smaller files than sharp's.
+// zlib.crc32 needs Node 20.15 or later (package.json engines).
 import { crc32, deflateSync } from 'node:zlib';
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);

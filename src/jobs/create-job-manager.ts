@@ -44,6 +44,7 @@ async function createRunner(settings: Settings): Promise<JobRunner> {
     kubeConfig,
     namespace: resolveNamespace(kubeConfig, settings.k8sNamespace),
     template: await loadJobTemplate(settings.k8sJobTemplate),
+    pollMs: settings.k8sPollMs,
   });
 }
 

@@ -271,19 +271,19 @@ class KubernetesRun implements TrainerRun {
     this.schedule(this.context.pollMs);
   }
 
-  /** Starts following the newest started pod whose log has not been read to its end, unless following one. */
-  private async followLog(): Promise<void> {
+  /** Starts following the trainer's pod, unless following it already: the newest started pod of rank 0 (only rank 0
+   * prints progress; in an Indexed Job it is the pod of completion index 0) whose log has not been read to its end.
+   * After the Job has ended, only a pod that has terminated too: its log ends. */
+  private async followLog(terminatedOnly = false): Promise<void> {
     if (this.follow !== undefined || this.ended) return;
     const pods = await this.context.core.listNamespacedPod({ namespace: this.context.namespace, labelSelector: `${JOB_ID_LABEL}=${this.launch.jobId}` });
-    // Only rank 0 prints progress: in an Indexed Job that is the pod of completion index 0; then the newest pod
-    // (a retried one replaces the one before).
-    const rank = (pod: V1Pod) => (completionIndex(pod) === '0' ? 0 : 1);
+    // The run may have ended, or another poll started following, while the list was on its way.
+    if (this.follow !== undefined || this.ended) return;
+    const phases = terminatedOnly ? TERMINAL_PHASES : STARTED_PHASES;
     const pod = pods.items
-      .filter((candidate: V1Pod) => STARTED_PHASES.has(candidate.status?.phase ?? '') && !this.readPods.has(candidate.metadata?.name ?? ''))
-      .sort(
-        (a: V1Pod, b: V1Pod) =>
-          rank(a) - rank(b) || String(b.metadata?.creationTimestamp ?? '').localeCompare(String(a.metadata?.creationTimestamp ?? '')),
-      )[0];
+      .filter((candidate: V1Pod) => (completionIndex(candidate) ?? '0') === '0')
+      .filter((candidate: V1Pod) => phases.has(candidate.status?.phase ?? '') && !this.readPods.has(candidate.metadata?.name ?? ''))
+      .sort((a: V1Pod, b: V1Pod) => String(b.metadata?.creationTimestamp ?? '').localeCompare(String(a.metadata?.creationTimestamp ?? '')))[0];
     const podName = pod?.metadata?.name;
     if (podName === undefined) return;
     const terminal = TERMINAL_PHASES.has(pod!.status!.phase!);
@@ -295,28 +295,43 @@ class KubernetesRun implements TrainerRun {
     sink.once('finish', () => finish());
     sink.once('close', () => finish());
     let controller: AbortController | undefined;
-    const follow: LogFollow = { pod: podName, terminal, ended, abort: () => (controller?.abort(), finish()) };
+    let aborted = false;
+    const follow: LogFollow = {
+      pod: podName,
+      terminal,
+      ended,
+      abort: () => {
+        aborted = true;
+        controller?.abort();
+        finish();
+      },
+    };
     this.follow = follow;
     void ended.then(() => {
       if (follow.terminal) this.readPods.add(podName);
       if (this.follow === follow) this.follow = undefined;
     });
-    try {
-      controller = await this.context.logs.log(this.context.namespace, podName, TRAINER_CONTAINER, sink, {
+    // Not awaited: polling the Job's status must not wait on the log connection.
+    this.context.logs
+      .log(this.context.namespace, podName, TRAINER_CONTAINER, sink, {
         follow: true,
         timestamps: true,
         ...(this.lastTimestamp === undefined ? {} : { sinceTime: this.lastTimestamp }),
-      });
-    } catch {
-      // The container may not be ready for its log yet: the next poll tries again.
-      follow.abort();
-    }
+      })
+      .then(
+        (opened) => {
+          controller = opened;
+          if (aborted) opened.abort();
+        },
+        // The container may not be ready for its log yet: the next poll tries again.
+        () => follow.abort(),
+      );
   }
 
   /** After the Job ended: reads what its pods printed since the last line seen (at most a few pods, a few seconds). */
   private async readRemainingLogs(): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      await this.followLog().catch(() => {});
+      await this.followLog(true).catch(() => {});
       const follow = this.follow;
       if (follow === undefined) return;
       const timeout = new Promise<void>((resolve) => setTimeout(resolve, 10_000).unref());
@@ -326,6 +341,7 @@ class KubernetesRun implements TrainerRun {
   }
 
   private onLogLine(line: string): void {
+    if (this.ended) return;
     const space = line.indexOf(' ');
     const timestamp = space > 0 ? line.slice(0, space) : '';
     const key = timeKey(timestamp);

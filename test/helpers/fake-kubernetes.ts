@@ -157,7 +157,7 @@ export class FakeKubernetes {
       const since = url.searchParams.get('sinceTime');
       const sinceSecond = since === null ? '' : since.slice(0, 19);
       const lines = pod.lines.filter((line) => line.slice(0, 19) >= sinceSecond);
-      response.writeHead(200, { 'content-type': 'text/plain' });
+      response.writeHead(200, { 'content-type': 'text/plain' }).flushHeaders();
       const follower = { response, sent: 0 };
       const view: FakePod = { ...pod, lines };
       this.flush(view, follower);
