@@ -218,8 +218,8 @@ function diagnose(results: SuiteResults): string[] {
   if (results.health !== null) {
     lines.push(
       `While /healthz was probed, the server's event-loop delay p99 was ${num(results.health.generate.eventLoopLagP99Ms)} ms with batches of ` +
-        `${num(results.health.generate.batchSizes.meanRows)} images: each finished batch resolves that many requests at once on the HTTP thread ` +
-        '(image-encoder calls, JSON serialisation, socket writes and log lines back to back), and that thread shares the cores with the engine.',
+        `${num(results.health.generate.batchSizes.meanRows)} images: each finished batch answers that many requests on the HTTP thread ` +
+        '(image encoding, JSON serialisation, socket writes, log lines; one request per turn of the event loop), and that thread shares the cores with the engine.',
     );
   }
   const loadBefore = results.machine.loadAverageBefore[0]!;
