@@ -10,7 +10,7 @@ import { errors } from '../errors.js';
 import { describeBackbones, listBackbones } from './backbones.js';
 import { JOB_STATUSES, isFinished, newJob, newJobId, withProgress, type Job, type JobStatus } from './job-record.js';
 import type { JobRunner, TrainerEvents, TrainerLaunch, TrainerOutcome, TrainerRun } from './job-runner.js';
-import { RESERVED_MODEL_IDS, checkSpec, stagingDir, type FinetuneMethod, type FinetuneSpec, type Guidance } from './job-spec.js';
+import { RESERVED_MODEL_IDS, checkSpec, stagingDir, type FinetuneSpec } from './job-spec.js';
 import type { JobStore } from './job-store.js';
 import type { PackageRegistrar } from './package-registrar.js';
 
@@ -37,15 +37,7 @@ export interface JobManagerOptions {
 }
 
 /** A job as submitted: the spec, with the name optional. */
-export interface FinetuneRequest {
-  backbone: string;
-  method: FinetuneMethod;
-  guidance?: Guidance;
-  steps: number;
-  batch_size: number;
-  seed: number;
-  name?: string;
-}
+export type FinetuneRequest = Omit<FinetuneSpec, 'name'> & { name?: string };
 
 export type JobListener = (job: Job) => void;
 
