@@ -136,8 +136,11 @@ def load_dataset(config, text_encoder, vae, scaling_factor, dist_info) -> dict:
     distributed.barrier(dist_info)
     dataset = load_checkpoint(path)
     if dist_info.is_master:
+        sample_latents = dataset["latents"][:4096].float()
         print(f"training set {path}: {len(dataset['latents'])} latents {tuple(dataset['latents'].shape[1:])}, "
-              f"{len(dataset['captions'])} distinct captions", flush=True)
+              f"{len(dataset['captions'])} distinct captions; latent channel means "
+              f"{[round(v, 3) for v in sample_latents.mean(dim=(0, 2, 3)).tolist()]}, stds "
+              f"{[round(v, 3) for v in sample_latents.std(dim=(0, 2, 3)).tolist()]}", flush=True)
     return dataset
 
 
