@@ -35,8 +35,15 @@ def save_checkpoint(path, **payload):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint written by save_checkpoint."""
-    return torch.load(path, map_location=map_location)
+    """Read a checkpoint written by save_checkpoint (or any of the trainer's .pt files: they hold configs, dataclass
+    dicts and RNG states, which torch >= 2.6's default weights_only loading refuses)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def half_weights(state: dict) -> dict:
+    """A state dict with its floating-point tensors in float16: how finished weights are stored (half the bytes in
+    the repo); load_state_dict copies them into the float32 model."""
+    return {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
 
 
 def rng_state():

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import diffusion, distributed, export, shapes
-from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkpoint
+from trainer.checkpoint import TrainingCheckpoints, half_weights, load_checkpoint, save_checkpoint
 from trainer.configurator import ConfigError, configure
 from trainer.evaluate import StudentSampler
 from trainer.fid import FidReference
@@ -62,7 +62,7 @@ from trainer.lora import add_lora
 from trainer.models.clip import load_clip
 from trainer.models.vae import load_vae
 from trainer.package import file_entry
-from trainer.progress import NonFiniteMetricError, ProgressLog
+from trainer.progress import NonFiniteMetricError, ProgressLog, TimeBudget
 from trainer.sample import BACKBONES, TextEncoder, alignment, backbone_of, load_teacher
 from trainer.train_teacher import DenoisingLoss
 
@@ -91,6 +91,8 @@ clip_path = "models/base/clip.pt"  # frozen text encoder (and FID features)
 vae_path = "models/base/vae.pt"  # decoder of the evaluation images and of the package
 run_dir = ""  # checkpoints and logs; "" = runs/distill/<id>
 checkpoint_every_s = 300  # seconds between checkpoints
+time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
+export = True  # write the model package into --out at the end (false: student.pt only, e.g. where ONNX export is off)
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
 DEFAULTS = {k: v for k, v in dict(globals()).items()
@@ -104,8 +106,8 @@ GUIDANCE_KEYS = {"fixed": {"fixed"}, "random": {"min", "max"}, "random-teacher-o
                  "random-lora-only": {"min", "max", "fixed"}}
 METHOD_MODES = {"sb": ("fixed",), "pg-sb": ("random", "random-teacher-only", "random-lora-only")}
 MAX_GUIDANCE = 50.0
-RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "device", "checkpoint_every_s",
-                     "nasa_default_scale", "nasa_max_scale"}  # keys a rerun may change and still resume
+RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "device", "checkpoint_every_s", "export",
+                     "time_budget_s", "nasa_default_scale", "nasa_max_scale"}  # keys a rerun may change and resume
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # model.json's id (src/registry/model-manifest.ts)
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 
@@ -170,7 +172,8 @@ def validate(config, out_dir: str) -> dict:
     _check(config["method"] in METHOD_MODES, f"method must be pg-sb or sb, got {config['method']!r}")
     for key, low, high in (("steps", 1, 10 ** 7), ("batch_size", 1, 4096), ("seed", 0, 999), ("lora_rank", 1, 1024),
                            ("eval_every", 0, 10 ** 7), ("eval_n", 2, 100000), ("log_every", 1, 10 ** 6),
-                           ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6)):
+                           ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6),
+                           ("time_budget_s", 0, 10 ** 7)):
         _check(low <= config[key] <= high, f"{key} must be in [{low}, {high}], got {config[key]}")
     for key in ("student_lr", "lora_lr", "lora_alpha", "student_grad_clip"):
         _check(math.isfinite(config[key]) and 0.0 < config[key] <= (1.0 if key.endswith("lr") else 1e6),
@@ -369,7 +372,8 @@ def write_student(settings, student, step: int, metrics: dict) -> str:
     """<run_dir>/student.pt in the format sample.load_teacher and export.load_models read, and student.json (its
     metrics, which export puts in model.json)."""
     path = os.path.join(settings["run_dir"], "student.pt")
-    save_checkpoint(path, backbone=backbone_of(student), model_args=student.model_args(), model=student.state_dict(),
+    save_checkpoint(path, backbone=backbone_of(student), model_args=student.model_args(),
+                    model=half_weights(student.state_dict()),
                     step=step, config=settings)
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
         json.dump({"backbone": backbone_of(student), "method": settings["method"], "steps": step,
@@ -427,6 +431,7 @@ def run(settings, out_dir: str) -> int:
                     f"{dist_info.world_size}, device {device}, run dir {settings['run_dir']}")
 
     metrics = {}
+    budget = TimeBudget(settings["time_budget_s"], step)
     window, window_started = [], time.time()
     while step < total:
         prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
@@ -438,6 +443,7 @@ def run(settings, out_dir: str) -> int:
                                    "lora_lr; the last checkpoint is in run_dir)")
         window.append(losses)
         step += 1
+        settings["steps"] = total = log.total = budget.fit(step, total)
         evaluation_due = (settings["eval_every"] and step % settings["eval_every"] == 0) or step == total
         if step % settings["log_every"] == 0 or evaluation_due:  # the same steps on every rank (all_reduce)
             means = {key: distributed.all_reduce_mean(sum(w[key] for w in window) / len(window), dist_info)
@@ -458,6 +464,9 @@ def run(settings, out_dir: str) -> int:
         metrics = probe(distillation.student)
     final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
     student_path = write_student(settings, distillation.student, step, final)
+    if not settings["export"]:
+        print(json.dumps({"event": "student", "student": student_path, "steps": step, "metrics": final}), flush=True)
+        return 0
     manifest = export_student(settings, student_path, out_dir)
     print(json.dumps({"event": "exported", "model_id": manifest["id"], "package": out_dir, "student": student_path,
                       "steps": step, "metrics": final}), flush=True)

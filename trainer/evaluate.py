@@ -2,6 +2,7 @@
 
     /usr/bin/python3 -m trainer.evaluate --package models/shapes-unet-eps-pgsb [--nasa-scales=0,0.25,0.5,1]
     /usr/bin/python3 -m trainer.evaluate --teacher models/base/teacher-unet-eps.pt --cfg 4.5 --steps 25
+    /usr/bin/python3 -m trainer.evaluate --student runs/distill/<id>/student.pt     (a student without its package)
     ... [--nasa-scale 0.5] [--n 200] [--fid-n 1000] [--images-per-pair 10] [--out results/row.json]
 
 Prints one JSON object:
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from trainer import diffusion, eval_sets, judge, package
+from trainer.checkpoint import load_checkpoint
 from trainer.eval_clip import embed_images, embed_texts
 from trainer.fid import FidReference
 from trainer.generator import Generator
@@ -223,10 +225,11 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--package", help="model package folder, e.g. models/<id> (its student runs in PyTorch)")
     source.add_argument("--teacher", help="teacher checkpoint, sampled with DDIM + CFG")
+    source.add_argument("--student", help="student checkpoint (distill's student.pt), one step, with --clip/--vae")
     parser.add_argument("--cfg", type=float, default=4.5, help="--teacher: CFG scale")
     parser.add_argument("--steps", type=int, default=25, help="--teacher: DDIM steps")
-    parser.add_argument("--clip", default="models/base/clip.pt", help="--teacher: tiny CLIP (packages record theirs)")
-    parser.add_argument("--vae", default="models/base/vae.pt", help="--teacher: VAE (packages record theirs)")
+    parser.add_argument("--clip", default="models/base/clip.pt", help="tiny CLIP (packages record theirs)")
+    parser.add_argument("--vae", default="models/base/vae.pt", help="VAE (packages record theirs)")
     scales = parser.add_mutually_exclusive_group()
     scales.add_argument("--nasa-scale", type=float, help="NASA off and at this scale")
     scales.add_argument("--nasa-scales", default=",".join(str(s) for s in DEFAULT_NASA_SCALES),
@@ -236,6 +239,7 @@ def parse_args(argv):
     parser.add_argument("--images-per-pair", type=int, default=10, help="images per negative-prompt pair")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (ms_per_image is then the GPU's)")
     parser.add_argument("--out", help="also write the JSON row here")
     args = parser.parse_args(argv)
     args.scales = ([args.nasa_scale] if args.nasa_scale is not None
@@ -256,17 +260,24 @@ def main(argv):
                "sampler": "one-step", "student_checkpoint": inputs["student"]}
     else:
         clip_path, vae_path = args.clip, args.vae
-    text_encoder = TextEncoder(clip_path)
-    vae, scaling_factor = load_vae(vae_path)
-    if args.package:
-        sampler = StudentSampler(load_teacher(inputs["student"]), text_encoder, vae, scaling_factor, args.batch_size)
+    text_encoder = TextEncoder(clip_path, args.device)
+    vae, scaling_factor = load_vae(vae_path, args.device)
+    if args.package or args.student:
+        student_path = inputs["student"] if args.package else args.student
+        student = load_teacher(student_path, args.device)
+        if args.student:
+            recipe = load_checkpoint(args.student)["config"]
+            row = {"model": args.student, "backbone": backbone_of(student), "method": recipe["method"],
+                   "guidance": recipe["guidance"], "sampler": "one-step"}
+        sampler = StudentSampler(student, text_encoder, vae, scaling_factor, args.batch_size)
     else:
-        teacher = load_teacher(args.teacher)
+        teacher = load_teacher(args.teacher, args.device)
         row = {"model": args.teacher, "backbone": backbone_of(teacher), "method": "teacher",
                "sampler": f"ddim-{args.steps}", "cfg": args.cfg}
         sampler = TeacherSampler(teacher, text_encoder, vae, scaling_factor, args.cfg, args.steps, args.batch_size)
     row.update(evaluate(sampler, load_clip(clip_path), text_encoder.tokenizer, args.n, args.fid_n,
-                        args.images_per_pair, args.scales, teacher=not args.package))
+                        args.images_per_pair, args.scales, teacher=bool(args.teacher)))
+    row["device"] = args.device
     text = json.dumps(row, indent=1)
     print(text)
     if args.out:

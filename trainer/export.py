@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from trainer import diffusion, package
+from trainer.checkpoint import load_checkpoint
 from trainer.clip_tokenizer import DEFAULT_DIR as TOKENIZER_DIR, ClipTokenizer, BOS, EOS
 from trainer.generator import Generator
 from trainer.models.attention import set_nasa
@@ -113,7 +114,7 @@ def load_models(student_path, clip_path, vae_path, tokenizer_dir=TOKENIZER_DIR):
     for path in (student_path, clip_path, vae_path):
         if not os.path.isfile(path):
             raise ExportError(f"no checkpoint at {path}")
-    checkpoint = torch.load(student_path, map_location="cpu")
+    checkpoint = load_checkpoint(student_path)
     student = load_teacher(student_path)
     vae, scaling_factor = load_vae(vae_path)
     record = package.training_record(checkpoint, metrics=_metrics_beside(student_path))

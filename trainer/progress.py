@@ -52,6 +52,38 @@ class ProgressLog:
         return record
 
 
+class TimeBudget:
+    """Fits a run into budget_s seconds of wall-clock time, counted from construction (0: no budget).
+
+    Once `calibration_steps` steps have run it measures the seconds per step (the first WARMUP_STEPS excluded: CUDA
+    and allocator warm-up) and lowers the run's total, once, so that the remaining steps take `reserve` of the time
+    left (the rest is for evaluations and the end). Used on a lent GPU, whose speed is not known in advance."""
+
+    WARMUP_STEPS = 10
+
+    def __init__(self, budget_s: float, start_step: int, calibration_steps: int = 50, reserve: float = 0.85):
+        self.budget_s, self.start_step = budget_s, start_step
+        self.calibration_steps, self.reserve = max(calibration_steps, self.WARMUP_STEPS + 1), reserve
+        self.started = time.time()
+        self.warm_at = None
+        self.fitted = budget_s <= 0
+
+    def fit(self, step: int, total: int) -> int:
+        """The run's total after `step` steps: `total`, or lower once calibrated."""
+        if self.fitted:
+            return total
+        done = step - self.start_step
+        if done == self.WARMUP_STEPS:
+            self.warm_at = time.time()
+        if done < self.calibration_steps or self.warm_at is None:
+            return total
+        self.fitted = True
+        now = time.time()
+        per_step = (now - self.warm_at) / (done - self.WARMUP_STEPS)
+        affordable = int(self.reserve * (self.budget_s - (now - self.started)) / per_step)
+        return max(step, min(total, step + affordable))
+
+
 def _to_float(value):
     return float(value.item() if hasattr(value, "item") else value)
 

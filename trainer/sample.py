@@ -12,6 +12,7 @@ prompt index), reported for one-object and two-object prompts separately, at eac
 the teacher's reference scale).
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from trainer import diffusion, eval_sets, judge
+from trainer.checkpoint import half_weights, load_checkpoint
 from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
 from trainer.models.clip import load_clip
 from trainer.models.dit import DiTArgs, PixArtTransformer2DModel
@@ -66,7 +68,7 @@ def ema_weights(checkpoint: dict) -> dict:
 
 def load_teacher(path: str, device="cpu") -> torch.nn.Module:
     """A frozen teacher in eval mode, with EMA weights, from models/base/teacher-*.pt or a training checkpoint."""
-    checkpoint = torch.load(path, map_location=device)
+    checkpoint = load_checkpoint(path, device)
     backbone = checkpoint["backbone"] if "backbone" in checkpoint else checkpoint["config"]["backbone"]
     model = build_backbone(backbone, checkpoint["model_args"])
     model.load_state_dict(ema_weights(checkpoint))
@@ -147,16 +149,25 @@ def save_grid(images: np.ndarray, prompts, columns: int, path: str, scale: int =
     canvas.save(path)
 
 
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def export_teacher(checkpoint_path: str, out_path: str, metrics: dict) -> None:
-    """models/base/teacher-<backbone>.pt (EMA weights only) and its .json record."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu")
+    """models/base/teacher-<backbone>.pt (EMA weights only, stored in float16) and its .json record."""
+    checkpoint = load_checkpoint(checkpoint_path)
     backbone = checkpoint.get("backbone") or checkpoint["config"]["backbone"]
-    weights = ema_weights(checkpoint)
+    weights = half_weights(ema_weights(checkpoint))
     torch.save({"backbone": backbone, "model_args": checkpoint["model_args"], "model": weights,
                 "step": checkpoint["step"], "config": checkpoint["config"]}, out_path)
+    config = checkpoint["config"]
+    # the latent space and the conditioning the teacher was trained in: it only works with these exact encoders
+    encoders = {name: {"path": config[key], "sha256": file_sha256(config[key])}
+                for name, key in (("vae", "vae_path"), ("clip", "clip_path"))}
     record = {"backbone": backbone, "parameterization": BACKBONES[backbone][2], "model_args": checkpoint["model_args"],
               "parameters": sum(v.numel() for v in weights.values()), "steps": checkpoint["step"],
-              "recipe": checkpoint["config"], "metrics": metrics}
+              "encoders": encoders, "recipe": config, "metrics": metrics}
     with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
@@ -175,15 +186,16 @@ def main(argv):
     parser.add_argument("--clip-x0", type=float, default=None, help="clamp predicted latents to +-this")
     parser.add_argument("--seed", type=int, default=0, help="noise seed of the first image")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--export", help="write the EMA teacher here (.pt + .json with the --eval metrics)")
     parser.add_argument("--json", help="write the --eval results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     guidances = [float(g) for g in args.guidance.split(",")]
 
-    model = load_teacher(args.ckpt)
-    text_encoder = TextEncoder(args.clip)
-    vae, scaling_factor = load_vae(args.vae)
+    model = load_teacher(args.ckpt, args.device)
+    text_encoder = TextEncoder(args.clip, args.device)
+    vae, scaling_factor = load_vae(args.vae, args.device)
     if args.grid:
         columns = 8
         prompts = [p for p in GRID_PROMPTS for _ in range(columns)]

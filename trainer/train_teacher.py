@@ -27,8 +27,8 @@ from trainer import diffusion, distributed, shapes
 from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkpoint
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import encode_images, load_vae
-from trainer.progress import ProgressLog, cosine_lr
-from trainer.sample import BACKBONES, TextEncoder, build_backbone, evaluate_alignment
+from trainer.progress import ProgressLog, TimeBudget, cosine_lr
+from trainer.sample import BACKBONES, TextEncoder, build_backbone, evaluate_alignment, file_sha256
 
 # -----------------------------------------------------------------------------
 # defaults (trainer/configs/teacher-*.json hold what differs; --key=value overrides)
@@ -61,9 +61,12 @@ eval_every = 500  # steps; 0: never
 eval_prompts = 40  # alignment prompts per evaluation (half one object, half two)
 eval_guidance = 5.0  # CFG scale of the evaluation
 checkpoint_every_s = 120  # seconds between checkpoints
+time_budget_s = 0  # > 0: lower max_steps (once, after 50 steps) so that the run ends within this many seconds
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
 # -----------------------------------------------------------------------------
+
+MAX_CHANNEL_STD_RATIO = 3.0  # warn when the training latents' per-channel stds differ more than this
 
 
 class TeacherWeights(nn.Module):
@@ -100,11 +103,6 @@ class DenoisingLoss(nn.Module):
         return per_sample.mean()
 
 
-def file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def build_dataset(config, text_encoder: TextEncoder, vae, scaling_factor: float) -> dict:
     """Encode samples [0, dataset_size) of stream `seed`: latents (N, C, h, w) float16, caption_index (N,) into
     text_states (U, L, D) float16 of the U distinct captions."""
@@ -128,7 +126,7 @@ def build_dataset(config, text_encoder: TextEncoder, vae, scaling_factor: float)
 
 def load_dataset(config, text_encoder, vae, scaling_factor, dist_info) -> dict:
     """The encoded training set from the cache, built by the master process when missing."""
-    key = hashlib.sha256(f"{file_digest(config['vae_path'])} {file_digest(config['clip_path'])} "
+    key = hashlib.sha256(f"{file_sha256(config['vae_path'])} {file_sha256(config['clip_path'])} "
                          f"{config['seed']} {config['dataset_size']}".encode()).hexdigest()[:16]
     path = os.path.join(config["cache_dir"], f"teacher-data-{key}.pt")
     if dist_info.is_master and not os.path.exists(path):
@@ -141,6 +139,11 @@ def load_dataset(config, text_encoder, vae, scaling_factor, dist_info) -> dict:
               f"{len(dataset['captions'])} distinct captions; latent channel means "
               f"{[round(v, 3) for v in sample_latents.mean(dim=(0, 2, 3)).tolist()]}, stds "
               f"{[round(v, 3) for v in sample_latents.std(dim=(0, 2, 3)).tolist()]}", flush=True)
+        stds = sample_latents.std(dim=(0, 2, 3))
+        if stds.max() > MAX_CHANNEL_STD_RATIO * stds.min():
+            print(f"warning: the latent channels' stds differ {stds.max() / stds.min():.1f}x: the same noise drowns "
+                  "the low-variance channels early and an eps model must predict them far more precisely; "
+                  "standardise the VAE's latents per channel", flush=True)
     return dataset
 
 
@@ -198,6 +201,7 @@ def main(argv):
     if dist_info.is_master:
         print(f"{config['backbone']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
               f"{model.args}, world size {dist_info.world_size}, device {device}", flush=True)
+    budget = TimeBudget(config["time_budget_s"], step)
     step_started = time.time()
     while step < config["max_steps"]:
         x0, text_states = draw_batch(dataset, empty_states, config["batch_size"], config["caption_dropout"], device)
@@ -215,6 +219,7 @@ def main(argv):
         optimizer.step()
         weights.update_ema(step, config["ema_decay"])
         step += 1
+        config["max_steps"] = log.total = budget.fit(step, config["max_steps"])
 
         if step % config["log_every"] == 0 or step == config["max_steps"]:
             metrics = dict(loss=distributed.all_reduce_mean(loss.item(), dist_info), grad_norm=grad_norm.item(),

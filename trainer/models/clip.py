@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.checkpoint import load_checkpoint
+
 
 @dataclass
 class ClipArgs:
@@ -154,7 +156,7 @@ def load_clip(path, device="cpu"):
     """Clip in eval mode from a checkpoint with model_args and model.
 
     clip.text_model(input_ids) -> last_hidden_state (B, L, D): the teachers' conditioning."""
-    checkpoint = torch.load(path, map_location=device)
+    checkpoint = load_checkpoint(path, device)
     clip = Clip(ClipArgs(**checkpoint["model_args"]))
     clip.load_state_dict(checkpoint["model"])
     return clip.to(device).eval()

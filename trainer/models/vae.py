@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.checkpoint import load_checkpoint
+
 
 @dataclass
 class VaeArgs:
@@ -212,7 +214,7 @@ def decode_latents(vae, latents, scaling_factor):
 
 def load_vae(path, device="cpu"):
     """(AutoencoderKL in eval mode, scaling_factor) from a checkpoint with model_args, model, scaling_factor."""
-    checkpoint = torch.load(path, map_location=device)
+    checkpoint = load_checkpoint(path, device)
     vae = AutoencoderKL(VaeArgs(**checkpoint["model_args"]))
     vae.load_state_dict(checkpoint["model"])
     return vae.to(device).eval(), float(checkpoint["scaling_factor"])

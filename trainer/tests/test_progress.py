@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from trainer.progress import NonFiniteMetricError, ProgressLog, cosine_lr
+from trainer import progress
+from trainer.progress import NonFiniteMetricError, ProgressLog, TimeBudget, cosine_lr
 
 
 def test_log_prints_one_line_and_appends_one_json_record(tmp_path, capsys):
@@ -40,3 +41,36 @@ def test_cosine_lr_warms_up_then_decays_to_the_floor():
     assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lrs[110] == pytest.approx(0.1) and lrs[129] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+
+def test_time_budget_lowers_the_total_once_from_the_measured_step_time(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "time", clock)
+    budget = TimeBudget(100.0, start_step=5, calibration_steps=20, reserve=0.5)
+    clock.now += 4.0  # setup before the first step
+    totals = []
+    for step in range(6, 26):
+        clock.now += 3.0 if step <= 15 else 0.5  # slow warm-up steps, then 0.5 s a step
+        totals.append(budget.fit(step, 10000))
+    # at step 25: 30 + 5 + 4 = 39 s used, 61 s left; half of it at 0.5 s a step = 61 more steps
+    assert totals[:-1] == [10000] * 19 and totals[-1] == 25 + 61
+    assert budget.fit(26, 86) == 86 and budget.fit(27, 50) == 50  # fitted once, then the caller's total stands
+
+
+def test_time_budget_never_raises_the_total_nor_goes_below_the_step(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "time", clock)
+    generous, spent = TimeBudget(1e6, 0, calibration_steps=11), TimeBudget(1.0, 0, calibration_steps=11)
+    for step in range(1, 12):
+        clock.now += 1.0
+        fitted = generous.fit(step, 40), spent.fit(step, 40)
+    assert fitted == (40, 11)
+    assert TimeBudget(0, 0).fit(1000, 7) == 7  # no budget

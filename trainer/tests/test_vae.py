@@ -98,3 +98,24 @@ def test_downsample_factor_must_match_the_channels(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_vae.main(["--downsample_factor=8", "--block_out_channels=[8,16,32]"])
     assert exit_info.value.code == 2 and "downsample_factor 8" in capsys.readouterr().err
+
+
+def test_standardize_vae_folds_the_per_channel_affine_into_the_1x1_convs(tmp_path):
+    from trainer import standardize_vae
+    torch.manual_seed(3)
+    source, out = str(tmp_path / "vae.pt"), str(tmp_path / "vae-std.pt")
+    save_checkpoint(source, model_args=asdict(TINY), model=AutoencoderKL(TINY).state_dict(), scaling_factor=0.25)
+    assert standardize_vae.main(["--vae", source, "--out", out, "--seed", "5", "--n", "64"]) == 0
+    old, old_factor = load_vae(source)
+    new, new_factor = load_vae(out)
+    assert new_factor == 1.0 and load_checkpoint(out)["latent_standardization"]["source_scaling_factor"] == 0.25
+    images = shapes.batch(5, 0, 64)[0]
+    latents = encode_images(new, images, new_factor).double()
+    assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(4, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(latents.std(dim=(0, 2, 3)), torch.ones(4, dtype=torch.float64), atol=1e-4)
+    x = images_to_tensor(images)
+    assert torch.allclose(new.encode(x).std / new.encode(x).std.mean(dim=(0, 2, 3), keepdim=True),
+                          old.encode(x).std / old.encode(x).std.mean(dim=(0, 2, 3), keepdim=True), atol=1e-4)
+    assert np.abs(decode_latents(new, latents.float(), new_factor).astype(int)
+                  - decode_latents(old, encode_images(old, images, old_factor), old_factor).astype(int)).max() <= 1
+    assert standardize_vae.main(["--vae", out, "--out", str(tmp_path / "again.pt")]) == 2
