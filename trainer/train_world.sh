@@ -5,6 +5,8 @@
 #
 #     DEVICE=cuda PYTHON=python3 BUNDLE=$OUT bash trainer/train_world.sh
 #     SMOKE=1 bash trainer/train_world.sh            (tiny sizes, a few steps: checks the pipeline on any machine)
+#     STAGES="4 5" STUDENTS="shapes-unet-eps-pgsb shapes-unet-eps-sb" ... (more time for some students, on the
+#     committed teachers; stage 5 then evaluates only the students)
 #
 # 1. encode the teachers' training set once (runs/cache, shared by the three runs)
 # 2. train unet-eps, unet-v and dit concurrently, each fitted to TEACHER_S seconds (train_teacher time_budget_s)
@@ -22,6 +24,8 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 DEVICE=${DEVICE:-cpu}
 RUNS=${RUNS:-runs/world}
 read -r -a BACKBONES <<<"${BACKBONES:-unet-eps unet-v dit}"
+STAGES=" ${STAGES:-1 2 3 4 5} "
+STUDENTS=${STUDENTS:-}  # empty: all eight
 if [ "${SMOKE:-0}" = 1 ]; then
   TEACHER_S=${TEACHER_S:-20}; DISTILL_S=${DISTILL_S:-20}; DATASET=512; TEACHER_BATCH=8; DISTILL_BATCH=4; DDIM=2
   TEACHERS=$RUNS/base; EVAL=(--n 4 --fid-n 4 --images-per-pair 1 --nasa-scales 0.5)
@@ -31,7 +35,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 else
   TEACHER_S=${TEACHER_S:-200}; DISTILL_S=${DISTILL_S:-170}; DATASET=100000; TEACHER_BATCH=256; DISTILL_BATCH=128
   DDIM=25; TEACHERS=models/base; EVAL=(--n 200 --fid-n 1000 --images-per-pair 10 --batch-size 200)
-  TEACHER_EXTRA=(--max_steps=100000 --eval_every=1000); DISTILL_EXTRA=(--steps=100000 --eval_every=100)
+  TEACHER_EXTRA=(--max_steps=100000 --eval_every=1000); DISTILL_EXTRA=(--steps=100000 --eval_every=${EVAL_EVERY:-100})
   UNET_MODEL=(); DIT_MODEL=()
 fi
 export PYTHONUNBUFFERED=1
@@ -59,13 +63,16 @@ bundle() {  # bundle NAME PATHS...: the existing PATHS as NAME.tar.part-aa, -ab,
   tar cf - "${paths[@]}" | split -b 15m - "$BUNDLE/$name.tar.part-"
 }
 
+if [[ $STAGES == *" 1 "* ]]; then
 stage "1. training set ($DATASET samples, device $DEVICE)"
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 run cache "$PYTHON" -m trainer.train_teacher trainer/configs/teacher-unet-eps.json --device="$DEVICE" \
   --dataset_size=$DATASET --max_steps=0 --out_dir="$RUNS/cache-build"
 join
 [ "$failures" = 0 ] || exit 1
+fi
 
+if [[ $STAGES == *" 2 "* ]]; then
 stage "2. teachers, $TEACHER_S s each"
 for b in "${BACKBONES[@]}"; do
   lr=1e-3; model=("${UNET_MODEL[@]}")
@@ -75,7 +82,9 @@ for b in "${BACKBONES[@]}"; do
     --threads=2 --out_dir="$RUNS/teacher-$b" "${TEACHER_EXTRA[@]}" "${model[@]}"
 done
 join
+fi
 
+if [[ $STAGES == *" 3 "* ]]; then
 stage "3. teachers: alignment, grids, export"
 for b in "${BACKBONES[@]}"; do
   [ -f "$RUNS/teacher-$b/ckpt.pt" ] || continue
@@ -85,11 +94,14 @@ for b in "${BACKBONES[@]}"; do
 done
 join
 bundle teachers "$TEACHERS"/teacher-*.pt "$TEACHERS"/teacher-*.json "$RUNS/grids" "$RUNS"/teacher-*/progress.jsonl
+fi
 
+if [[ $STAGES == *" 4 "* ]]; then
 stage "4. students, $DISTILL_S s each"
 distill() {  # name backbone method [extra keys]
   local name=$1 backbone=$2 method=$3; shift 3
   [ -f "$TEACHERS/teacher-$backbone.pt" ] || return 0
+  [ -z "$STUDENTS" ] || [[ " $STUDENTS " == *" $name "* ]] || return 0
   run "distill-$name" "$PYTHON" -m trainer.distill --config "trainer/configs/distill-$backbone.json" \
     --out "$RUNS/packages/$name" --backbone="$TEACHERS/teacher-$backbone.pt" --method="$method" \
     --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr=3e-5 --device="$DEVICE" --export=false \
@@ -102,10 +114,12 @@ done
 distill shapes-unet-eps-pgsb-teacher-only unet-eps pg-sb --guidance_mode=random-teacher-only
 distill shapes-unet-eps-pgsb-lora-only unet-eps pg-sb --guidance_mode=random-lora-only
 join
+fi
 
+if [[ $STAGES == *" 5 "* ]]; then
 stage "5. evaluation rows"
 for b in "${BACKBONES[@]}"; do
-  [ -f "$TEACHERS/teacher-$b.pt" ] || continue
+  [ -f "$TEACHERS/teacher-$b.pt" ] && [[ $STAGES == *" 3 "* ]] || continue
   run "eval-teacher-$b" "$PYTHON" -m trainer.evaluate --teacher "$TEACHERS/teacher-$b.pt" --cfg 4.5 --steps $DDIM \
     --device "$DEVICE" "${EVAL[@]}" --out "$RUNS/results/teacher-$b.json"
 done
@@ -116,8 +130,9 @@ for dir in "$RUNS"/distill/*/; do
     --out "$RUNS/results/$name.json"
 done
 join
+fi
 
-bundle students "$RUNS"/distill/*pgsb/student.* "$RUNS/logs" "$RUNS/grids" "$RUNS/results" \
+bundle students "$RUNS"/distill/${BUNDLE_STUDENTS:-*pgsb}/student.* "$RUNS/logs" "$RUNS/grids" "$RUNS/results" \
   "$RUNS"/distill/*/progress.jsonl
 [ -z "${BUNDLE:-}" ] || ls -l "$BUNDLE"
 stage "done, $failures failed"
