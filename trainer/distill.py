@@ -92,7 +92,7 @@ vae_path = "models/base/vae.pt"  # decoder of the evaluation images and of the p
 run_dir = ""  # checkpoints and logs; "" = runs/distill/<id>
 checkpoint_every_s = 300  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
-export = True  # write the model package into --out at the end (false: student.pt only, e.g. where ONNX export is off)
+write_package = True  # export the model package into --out at the end (false: student.pt only, where ONNX export is off)
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
 DEFAULTS = {k: v for k, v in dict(globals()).items()
@@ -106,8 +106,8 @@ GUIDANCE_KEYS = {"fixed": {"fixed"}, "random": {"min", "max"}, "random-teacher-o
                  "random-lora-only": {"min", "max", "fixed"}}
 METHOD_MODES = {"sb": ("fixed",), "pg-sb": ("random", "random-teacher-only", "random-lora-only")}
 MAX_GUIDANCE = 50.0
-RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "device", "checkpoint_every_s", "export",
-                     "time_budget_s", "nasa_default_scale", "nasa_max_scale"}  # keys a rerun may change and resume
+RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "device", "checkpoint_every_s",
+                     "write_package", "time_budget_s", "nasa_default_scale", "nasa_max_scale"}  # a rerun may change
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # model.json's id (src/registry/model-manifest.ts)
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 
@@ -464,7 +464,7 @@ def run(settings, out_dir: str) -> int:
         metrics = probe(distillation.student)
     final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
     student_path = write_student(settings, distillation.student, step, final)
-    if not settings["export"]:
+    if not settings["write_package"]:
         print(json.dumps({"event": "student", "student": student_path, "steps": step, "metrics": final}), flush=True)
         return 0
     manifest = export_student(settings, student_path, out_dir)

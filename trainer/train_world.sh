@@ -104,7 +104,7 @@ distill() {  # name backbone method [extra keys]
   [ -z "$STUDENTS" ] || [[ " $STUDENTS " == *" $name "* ]] || return 0
   run "distill-$name" "$PYTHON" -m trainer.distill --config "trainer/configs/distill-$backbone.json" \
     --out "$RUNS/packages/$name" --backbone="$TEACHERS/teacher-$backbone.pt" --method="$method" \
-    --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr=3e-5 --device="$DEVICE" --export=false \
+    --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr=3e-5 --device="$DEVICE" --write_package=false \
     --run_dir="$RUNS/distill/$name" "${DISTILL_EXTRA[@]}" "$@"
 }
 for b in "${BACKBONES[@]}"; do
