@@ -38,7 +38,7 @@ from trainer.generator import Generator
 from trainer.models.attention import set_nasa
 from trainer.models.clip import load_clip
 from trainer.models.vae import decode_latents, load_vae
-from trainer.sample import TextEncoder, alignment, backbone_of, load_teacher
+from trainer.sample import GRID_COLUMNS, GRID_PROMPTS, TextEncoder, alignment, backbone_of, load_teacher, save_grid
 
 ALIGNMENT_SEED = 0  # noise seed of alignment image i: ALIGNMENT_SEED + i (as sample.evaluate_alignment)
 NEGATIVE_SEED = 7000  # noise seed of negative-prompt image i: NEGATIVE_SEED + i
@@ -241,6 +241,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (ms_per_image is then the GPU's)")
     parser.add_argument("--out", help="also write the JSON row here")
+    parser.add_argument("--grid", help="write a sample grid PNG here (sample.GRID_PROMPTS x 8 seeds)")
+    parser.add_argument("--grid-only", action="store_true", help="with --grid: the grid, no evaluation")
     args = parser.parse_args(argv)
     args.scales = ([args.nasa_scale] if args.nasa_scale is not None
                    else [float(s) for s in args.nasa_scales.split(",") if s.strip()])
@@ -275,6 +277,12 @@ def main(argv):
         row = {"model": args.teacher, "backbone": backbone_of(teacher), "method": "teacher",
                "sampler": f"ddim-{args.steps}", "cfg": args.cfg}
         sampler = TeacherSampler(teacher, text_encoder, vae, scaling_factor, args.cfg, args.steps, args.batch_size)
+    if args.grid:
+        prompts = [prompt for prompt in GRID_PROMPTS for _ in range(GRID_COLUMNS)]
+        save_grid(sampler.images(prompts, list(range(len(prompts)))), prompts, GRID_COLUMNS, args.grid)
+        print(f"wrote {args.grid}", file=sys.stderr)
+        if args.grid_only:
+            return
     row.update(evaluate(sampler, load_clip(clip_path), text_encoder.tokenizer, args.n, args.fid_n,
                         args.images_per_pair, args.scales, teacher=bool(args.teacher)))
     row["device"] = args.device

@@ -40,6 +40,7 @@ GRID_PROMPTS = [
     "a yellow square on a gray background", "a purple circle and an orange triangle",
     "a blue triangle to the left of a red square", "two shapes on a black background", "a circle",
 ]
+GRID_COLUMNS = 8  # seeds per grid prompt
 
 
 def build_backbone(backbone: str, model_args: dict) -> torch.nn.Module:
@@ -197,7 +198,7 @@ def main(argv):
     text_encoder = TextEncoder(args.clip, args.device)
     vae, scaling_factor = load_vae(args.vae, args.device)
     if args.grid:
-        columns = 8
+        columns = GRID_COLUMNS
         prompts = [p for p in GRID_PROMPTS for _ in range(columns)]
         seeds = [args.seed + i for i in range(len(prompts))]
         images = generate(model, text_encoder, vae, scaling_factor, prompts, guidances[0], seeds, args.steps,

@@ -1,0 +1,138 @@
+"""docs/results.md's tables and stability plots from the evaluation rows and progress logs of train_world.sh runs.
+
+    /usr/bin/python3 -m trainer.results_table docs/results/run1 docs/results/run2 --plots docs/results
+
+Each RUN folder holds results/<model>.json (trainer.evaluate rows) and progress/<run>.jsonl (progress logs). Prints
+the Markdown tables (one row per model, later runs listed after earlier ones) and writes one SVG per backbone: FID
+against step for every distillation run of that backbone in every RUN.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+NASA_SCALES = ("0.0", "0.5", "1.0")
+PLOT_W, PLOT_H, MARGIN = 560, 300, 48
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def load_rows(run_dir: str) -> list:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "results", "*.json"))):
+        if os.path.basename(path).startswith("align-"):
+            continue  # sample.py's guidance sweep, not an evaluation row
+        with open(path) as f:
+            row = json.load(f)
+        row["name"] = os.path.splitext(os.path.basename(path))[0]
+        row["run"] = os.path.basename(os.path.normpath(run_dir))
+        rows.append(row)
+    return rows
+
+
+def steps_of(run_dir: str, name: str):
+    path = os.path.join(run_dir, "progress", f"{name}.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.loads(f.readlines()[-1])["step"]
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def quality_table(rows, run_dirs) -> str:
+    lines = ["| run | model | method | steps | align 1-obj % | align 2-obj % | CLIP score | FID | ms/image (batch / 1) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        steps = row.get("sampler") if row["method"] == "teacher" else steps_of(run_dirs[row["run"]], row["name"])
+        ms = row["ms_per_image"]
+        lines.append(f"| {row['run']} | {row['name']} | {row['method']} | {steps} | {percent(row['alignment']['single'])}"
+                     f" | {percent(row['alignment']['two'])} | {row['clip_score']:.1f} | {row['fid']['value']:.3f} | "
+                     f"{ms['value']:.1f} / {ms['batch_1']:.1f} |")
+    return "\n".join(lines)
+
+
+def nasa_table(rows) -> str:
+    header = " | ".join(f"NASA {scale}: success / kept %" for scale in NASA_SCALES)
+    lines = [f"| run | model | {header} | CFG negative (teachers) | chosen scale |",
+             "| --- | --- | " + " | ".join("---" for _ in NASA_SCALES) + " | --- | --- |"]
+    for row in rows:
+        negative = row["negative"]
+        cells = [f"{percent(negative['by_nasa_scale'][s]['success'])} / {percent(negative['by_nasa_scale'][s]['kept'])}"
+                 for s in NASA_SCALES]
+        cfg = negative.get("cfg_negative")
+        cfg_cell = f"{percent(cfg['success'])} / {percent(cfg['kept'])}" if cfg else ""
+        lines.append(f"| {row['run']} | {row['name']} | {' | '.join(cells)} | {cfg_cell} | "
+                     f"{negative['chosen_nasa_scale']} |")
+    return "\n".join(lines)
+
+
+def fid_curves(run_dirs: dict, backbone: str) -> dict:
+    """{"<run>/<name>": [(step, fid), ...]} of every distillation log of `backbone`."""
+    curves = {}
+    for run, run_dir in run_dirs.items():
+        for path in sorted(glob.glob(os.path.join(run_dir, "progress", f"shapes-{backbone}-*.jsonl"))):
+            with open(path) as f:
+                records = [json.loads(line) for line in f]
+            points = [(r["step"], r["fid"]) for r in records if "fid" in r]
+            if points:
+                curves[f"{run}/{os.path.splitext(os.path.basename(path))[0]}"] = points
+    return curves
+
+
+def svg_plot(title: str, curves: dict) -> str:
+    """A line chart of FID against step, one polyline per curve, with axes and a legend."""
+    max_step = max(step for points in curves.values() for step, _ in points)
+    max_fid = max(fid for points in curves.values() for _, fid in points) * 1.05
+    width, height = PLOT_W - 2 * MARGIN, PLOT_H - 2 * MARGIN
+
+    def xy(step, fid):
+        return MARGIN + width * step / max_step, MARGIN + height * (1 - fid / max_fid)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_W}" height="{PLOT_H + 16 * len(curves)}" '
+             'font-family="sans-serif" font-size="11">',
+             f'<rect width="100%" height="100%" fill="white"/><text x="{MARGIN}" y="20" font-size="13">{title}</text>',
+             f'<line x1="{MARGIN}" y1="{MARGIN + height}" x2="{MARGIN + width}" y2="{MARGIN + height}" stroke="black"/>',
+             f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + height}" stroke="black"/>',
+             f'<text x="{MARGIN + width / 2}" y="{MARGIN + height + 30}" text-anchor="middle">student step</text>']
+    for i in range(5):
+        step, fid = max_step * i / 4, max_fid * i / 4
+        x, _ = xy(step, 0)
+        _, y = xy(0, fid)
+        parts.append(f'<text x="{x:.1f}" y="{MARGIN + height + 14}" text-anchor="middle">{step:.0f}</text>')
+        parts.append(f'<text x="{MARGIN - 4}" y="{y + 4:.1f}" text-anchor="end">{fid:.2f}</text>')
+    for index, (name, points) in enumerate(curves.items()):
+        color = COLORS[index % len(COLORS)]
+        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(step, fid) for step, fid in points))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"/>')
+        legend_y = PLOT_H + 16 * index
+        parts.append(f'<line x1="{MARGIN}" y1="{legend_y - 4}" x2="{MARGIN + 20}" y2="{legend_y - 4}" '
+                     f'stroke="{color}" stroke-width="2"/><text x="{MARGIN + 26}" y="{legend_y}">{name}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description="Results tables and FID plots of train_world.sh runs.")
+    parser.add_argument("runs", nargs="+", help="run folders (results/, progress/)")
+    parser.add_argument("--plots", help="write fid-<backbone>.svg here")
+    args = parser.parse_args(argv)
+    run_dirs = {os.path.basename(os.path.normpath(run)): run for run in args.runs}
+    rows = [row for run in args.runs for row in load_rows(run)]
+    print("### Quality and cost\n\n" + quality_table(rows, run_dirs) + "\n")
+    print("### Negative prompts (NASA off = 0.0)\n\n" + nasa_table(rows) + "\n")
+    if args.plots:
+        for backbone in ("unet-eps", "unet-v", "dit"):
+            curves = fid_curves(run_dirs, backbone)
+            if curves:
+                path = os.path.join(args.plots, f"fid-{backbone}.svg")
+                with open(path, "w") as f:
+                    f.write(svg_plot(f"FID (tiny-CLIP features, n=256) during distillation, {backbone}", curves))
+                print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
