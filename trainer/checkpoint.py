@@ -157,3 +157,23 @@ def reproduce_commands(module, config_file, config, history):
 
 def _flag(value):
     return value if isinstance(value, str) else json.dumps(value).replace(" ", "")
+
+
+def write_artifact(out, name, state, model, train_config, metrics, train_module, eval_command, extra=None):
+    """A committed artifact (models/base/<name>.pt: float32 weights, model_args, step, config and `extra`) and its
+    record <name>.json (model_args, steps, recipe, metrics, `extra`, history and the commands that remake it:
+    reproduce_commands of `train_module` on trainer/configs/<name>.json, then `eval_command`)."""
+    extra = extra or {}
+    save_checkpoint(out, model_args=state["model_args"],
+                    model={k: v.float().contiguous() for k, v in model.state_dict().items()},
+                    step=state["step"], config=train_config, **extra)
+    history = state.get("history", [])
+    record = {"model": name, "checkpoint": os.path.basename(out), "model_args": state["model_args"],
+              "steps": state["step"], "recipe": train_config, **extra, "metrics": metrics, "history": history,
+              "reproduce": reproduce_commands(train_module, f"trainer/configs/{name}.json", train_config, history)
+              + [eval_command]}
+    record_path = os.path.splitext(out)[0] + ".json"
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out} and {record_path}")

@@ -14,7 +14,6 @@ Prints one JSON object. With --out, writes the slim checkpoint (model_args + fp3
 of recipe and metrics beside it.
 """
 import json
-import os
 import random
 import sys
 from collections import defaultdict
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from trainer import judge, shapes, train_clip
-from trainer.checkpoint import load_checkpoint, reproduce_commands, save_checkpoint
+from trainer.checkpoint import load_checkpoint, write_artifact
 from trainer.clip_tokenizer import ClipTokenizer
 from trainer.configurator import configure_or_exit
 from trainer.models.clip import Clip, ClipArgs
@@ -111,23 +110,12 @@ def main(argv):
     print(json.dumps(metrics, indent=1))
     if config["out"]:
         train_config = {k: v for k, v in state.get("config", {}).items() if k in train_clip.DEFAULTS}
-        save_checkpoint(config["out"], model_args=state["model_args"],
-                        model={k: v.float().contiguous() for k, v in clip.state_dict().items()}, step=state["step"],
-                        config=train_config)
-        summary = {"model": "clip", "checkpoint": os.path.basename(config["out"]), "model_args": state["model_args"],
-                   "steps": state["step"], "recipe": train_config, "metrics": metrics,
-                   "tokenizer": {"vocab_size": tokenizer.vocab_size, "bos_token_id": tokenizer.bos_token_id,
-                                 "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-                   "history": state.get("history", []),
-                   "reproduce": reproduce_commands("trainer.train_clip", "trainer/configs/clip.json", train_config,
-                                                   state.get("history", [])) +
-                   [f"/usr/bin/python3 -m trainer.eval_clip --checkpoint=runs/clip/ckpt.pt --n={config['n']} "
-                    f"--out={config['out']}"]}
-        with open(os.path.splitext(config["out"])[0] + ".json", "w") as f:
-            json.dump(summary, f, indent=1)
-            f.write("\n")
-        print(f"wrote {config['out']} and {os.path.splitext(config['out'])[0]}.json")
-
+        write_artifact(config["out"], "clip", state, clip, train_config, metrics, "trainer.train_clip",
+                       f"/usr/bin/python3 -m trainer.eval_clip --checkpoint=runs/clip/ckpt.pt --n={config['n']} "
+                       f"--out={config['out']}",
+                       extra={"tokenizer": {"vocab_size": tokenizer.vocab_size, "bos_token_id": tokenizer.bos_token_id,
+                                            "eos_token_id": tokenizer.eos_token_id,
+                                            "pad_token_id": tokenizer.pad_token_id}})
 
 if __name__ == "__main__":
     main(sys.argv[1:])

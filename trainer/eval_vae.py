@@ -12,14 +12,13 @@ optimizer) and a JSON of recipe and metrics beside it.
 """
 import json
 import math
-import os
 import sys
 
 import numpy as np
 import torch
 
 from trainer import judge_accuracy, shapes, train_vae
-from trainer.checkpoint import load_checkpoint, reproduce_commands, save_checkpoint
+from trainer.checkpoint import load_checkpoint, write_artifact
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import AutoencoderKL, VaeArgs, decode_latents, encode_images
 
@@ -85,23 +84,10 @@ def main(argv):
     metrics = evaluate(vae, scaling_factor, config)
     print(json.dumps(metrics, indent=1))
     if config["out"]:
-        save_checkpoint(config["out"], model_args=state["model_args"],
-                        model={k: v.float().contiguous() for k, v in vae.state_dict().items()},
-                        scaling_factor=scaling_factor,
-                        step=state["step"], config=train_config)
-        summary = {"model": "vae", "checkpoint": os.path.basename(config["out"]), "model_args": state["model_args"],
-                   "steps": state["step"], "recipe": train_config, "scaling_factor": scaling_factor,
-                   "metrics": {k: v for k, v in metrics.items() if not k.startswith("errors")},
-                   "history": state.get("history", []),
-                   "reproduce": reproduce_commands("trainer.train_vae", "trainer/configs/vae.json", train_config,
-                                                   state.get("history", [])) +
-                   [f"/usr/bin/python3 -m trainer.eval_vae --checkpoint=runs/vae/ckpt.pt --n={config['n']} "
-                    f"--out={config['out']}"]}
-        with open(os.path.splitext(config["out"])[0] + ".json", "w") as f:
-            json.dump(summary, f, indent=1)
-            f.write("\n")
-        print(f"wrote {config['out']} and {os.path.splitext(config['out'])[0]}.json")
-
+        write_artifact(config["out"], "vae", state, vae, train_config,
+                       {k: v for k, v in metrics.items() if not k.startswith("errors")}, "trainer.train_vae",
+                       f"/usr/bin/python3 -m trainer.eval_vae --checkpoint=runs/vae/ckpt.pt --n={config['n']} "
+                       f"--out={config['out']}", extra={"scaling_factor": scaling_factor})
 
 if __name__ == "__main__":
     main(sys.argv[1:])
