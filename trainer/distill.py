@@ -430,7 +430,6 @@ def run(settings, out_dir: str) -> int:
                     f"({sum(p.numel() for p in distillation.adapters.parameters()) / 1e6:.3f}M), world size "
                     f"{dist_info.world_size}, device {device}, run dir {settings['run_dir']}")
 
-    metrics = {}
     budget = TimeBudget(settings["time_budget_s"], step)
     window, window_started = [], time.time()
     while step < total:
@@ -451,8 +450,7 @@ def run(settings, out_dir: str) -> int:
             record = dict(means, kappa=kappa_teacher, kappa_lora=kappa_lora,
                           s_per_step=(time.time() - window_started) / len(window))
             if probe and evaluation_due:
-                metrics = probe(distillation.student)
-                record.update(metrics)
+                record.update(probe(distillation.student))
             log.log(step, **record)
             window, window_started = [], time.time()
         if checkpoints.after_step(step, final=step == total):
@@ -460,8 +458,9 @@ def run(settings, out_dir: str) -> int:
     distributed.cleanup()
     if not dist_info.is_master:
         return 0
-    if not metrics:  # a rerun of a finished run: evaluate again
-        metrics = probe(distillation.student)
+    # the student is stored in float16 (write_student): round it first, so the recorded metrics are the stored model's
+    distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
+    metrics = probe(distillation.student)
     final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
     student_path = write_student(settings, distillation.student, step, final)
     if not settings["write_package"]:
