@@ -8,13 +8,13 @@
 #     STAGES="4 5" STUDENTS="shapes-unet-eps-pgsb shapes-unet-eps-sb" ... (more time for some students, on the
 #     committed teachers; stage 5 then evaluates only the students)
 #
-# 1. encode the teachers' training set once (runs/cache, shared by the three runs)
+# 1. encode the teachers' training set once ($RUNS/cache, shared by the three runs)
 # 2. train unet-eps, unet-v and dit concurrently, each fitted to TEACHER_S seconds (train_teacher time_budget_s)
 # 3. evaluate each teacher (25-step DDIM, CFG 4.5 / 2 / 7.5), save its sample grid, export models/base/teacher-*.pt
 # 4. distil the 8 students concurrently, each fitted to DISTILL_S seconds (distill time_budget_s, no ONNX export)
 # 5. evaluate every teacher and student (trainer.evaluate: alignment, CLIP score, FID, NASA sweep, ms/image)
-# BUNDLE (optional): after 3 the teachers, at the end the PG-SB students, logs, grids and results, as tar parts of
-# <= 15 MB there (a lent GPU's output folder), so that a run cut short still returns what it finished.
+# BUNDLE (optional): after 3 the teachers, at the end the students named by the glob BUNDLE_STUDENTS (default *pgsb),
+# logs, grids and results, as tar parts of <= 15 MB there (a lent GPU's output folder), so that a run cut short still returns what it finished.
 # Each process logs to $RUNS/logs/<name>.log. A failed process does not stop the others: later stages skip what
 # depends on it, and the script exits 1 at the end.
 set -euo pipefail
@@ -28,13 +28,13 @@ STAGES=" ${STAGES:-1 2 3 4 5} "
 STUDENTS=${STUDENTS:-}  # empty: all eight
 if [ "${SMOKE:-0}" = 1 ]; then
   TEACHER_S=${TEACHER_S:-20}; DISTILL_S=${DISTILL_S:-20}; DATASET=512; TEACHER_BATCH=8; DISTILL_BATCH=4; DDIM=2
-  TEACHERS=$RUNS/base; EVAL=(--n 4 --fid-n 4 --images-per-pair 1 --nasa-scales 0.5)
+  TEACHERS=$RUNS/base; ALIGN_N=4; EVAL=(--n $ALIGN_N --fid-n 4 --images-per-pair 1 --nasa-scales 0.5)
   TEACHER_EXTRA=(--max_steps=60 --eval_prompts=2 --eval_every=30); DISTILL_EXTRA=(--steps=60 --eval_every=30 --eval_n=4)
   UNET_MODEL=('--model={"block_channels": [16, 32], "attention_levels": [false, true], "norm_groups": 8}')
   DIT_MODEL=('--model={"hidden_size": 32, "depth": 1, "heads": 2}')
 else
   TEACHER_S=${TEACHER_S:-200}; DISTILL_S=${DISTILL_S:-170}; DATASET=100000; TEACHER_BATCH=256; DISTILL_BATCH=128
-  DDIM=25; TEACHERS=models/base; EVAL=(--n 200 --fid-n 1000 --images-per-pair 10 --batch-size 200)
+  DDIM=25; TEACHERS=models/base; ALIGN_N=200; EVAL=(--n $ALIGN_N --fid-n 1000 --images-per-pair 10 --batch-size 200)
   TEACHER_EXTRA=(--max_steps=100000 --eval_every=1000); DISTILL_EXTRA=(--steps=100000 --eval_every=${EVAL_EVERY:-100})
   UNET_MODEL=(); DIT_MODEL=()
 fi
@@ -67,7 +67,7 @@ if [[ $STAGES == *" 1 "* ]]; then
 stage "1. training set ($DATASET samples, device $DEVICE)"
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 run cache "$PYTHON" -m trainer.train_teacher trainer/configs/teacher-unet-eps.json --device="$DEVICE" \
-  --dataset_size=$DATASET --max_steps=0 --out_dir="$RUNS/cache-build"
+  --dataset_size=$DATASET --max_steps=0 --cache_dir="$RUNS/cache" --out_dir="$RUNS/cache-build"
 join
 [ "$failures" = 0 ] || exit 1
 fi
@@ -78,7 +78,8 @@ for b in "${BACKBONES[@]}"; do
   lr=1e-3; model=("${UNET_MODEL[@]}")
   if [ "$b" = dit ]; then lr=5e-4; model=("${DIT_MODEL[@]}"); fi
   run "teacher-$b" "$PYTHON" -m trainer.train_teacher "trainer/configs/teacher-$b.json" --device="$DEVICE" \
-    --dataset_size=$DATASET --batch_size=$TEACHER_BATCH --learning_rate=$lr --time_budget_s="$TEACHER_S" \
+    --dataset_size=$DATASET --cache_dir="$RUNS/cache" --batch_size=$TEACHER_BATCH --learning_rate=$lr \
+    --time_budget_s="$TEACHER_S" \
     --threads=2 --out_dir="$RUNS/teacher-$b" "${TEACHER_EXTRA[@]}" "${model[@]}"
 done
 join
@@ -89,7 +90,7 @@ stage "3. teachers: alignment, grids, export"
 for b in "${BACKBONES[@]}"; do
   [ -f "$RUNS/teacher-$b/ckpt.pt" ] || continue
   run "sample-$b" "$PYTHON" -m trainer.sample --ckpt "$RUNS/teacher-$b/ckpt.pt" --device "$DEVICE" --eval \
-    --guidance=4.5,2,7.5 --n "${EVAL[1]}" --steps $DDIM --grid "$RUNS/grids/teacher-$b.png" \
+    --guidance=4.5,2,7.5 --n $ALIGN_N --steps $DDIM --grid "$RUNS/grids/teacher-$b.png" \
     --json "$RUNS/results/align-teacher-$b.json" --export "$TEACHERS/teacher-$b.pt"
 done
 join
