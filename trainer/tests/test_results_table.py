@@ -1,0 +1,34 @@
+"""trainer.results_table on the committed results of the two GPU runs (docs/results/run1, run2)."""
+import json
+import os
+import re
+
+from trainer import results_table
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUNS = [os.path.join(REPO, "docs", "results", run) for run in ("run1", "run2")]
+
+
+def test_tables_have_one_row_per_evaluated_model_with_its_numbers(tmp_path, capsys):
+    assert results_table.main(RUNS + ["--plots", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    quality, negative = out.split("### Negative prompts")
+    for run in RUNS:
+        for name in os.listdir(os.path.join(run, "results")):
+            if name.startswith("align-"):
+                continue
+            row = json.load(open(os.path.join(run, "results", name)))
+            model = name[:-len(".json")]
+            line = next(line for line in quality.splitlines() if line.startswith(f"| {os.path.basename(run)} | {model} |"))
+            assert f"| {row['fid']['value']:.3f} |" in line and f"| {row['clip_score']:.1f} |" in line
+            assert f"| {os.path.basename(run)} | {model} |" in negative
+    # the default student's row: run 2, 1,031 steps, FID 0.049
+    assert re.search(r"\| run2 \| shapes-unet-v-pgsb \| pg-sb \| 1031 \| 6\.0 \| 0\.0 \| 38\.8 \| 0\.049 \|", quality)
+
+
+def test_fid_plots_draw_one_line_per_distillation_run(tmp_path):
+    results_table.main(RUNS + ["--plots", str(tmp_path)])
+    expected = {"unet-eps": 6, "unet-v": 4, "dit": 2}  # run 1: sb, pg-sb (+2 ablations on unet-eps); run 2: unet-*
+    for backbone, lines in expected.items():
+        svg = (tmp_path / f"fid-{backbone}.svg").read_text()
+        assert svg.count("<polyline") == lines and svg.count("run1/shapes-") + svg.count("run2/shapes-") == lines
