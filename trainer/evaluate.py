@@ -257,21 +257,21 @@ def main(argv):
     if args.package:
         inputs = package_inputs(args.package)
         manifest = inputs["manifest"]
-        clip_path, vae_path = inputs["clip"], inputs["vae"]
+        clip_path, vae_path, student_path = inputs["clip"], inputs["vae"], inputs["student"]
         row = {"model": manifest["id"], "backbone": manifest["backbone"], "method": manifest["method"],
-               "sampler": "one-step", "student_checkpoint": inputs["student"]}
+               "sampler": "one-step", "student_checkpoint": student_path}
+    elif args.student:
+        clip_path, vae_path, student_path = args.clip, args.vae, args.student
+        checkpoint = load_checkpoint(student_path)  # distill's student.pt: backbone, config (the run's recipe)
+        row = {"model": student_path, "backbone": checkpoint["backbone"], "method": checkpoint["config"]["method"],
+               "guidance": checkpoint["config"]["guidance"], "sampler": "one-step"}
     else:
-        clip_path, vae_path = args.clip, args.vae
+        clip_path, vae_path, student_path = args.clip, args.vae, None
     text_encoder = TextEncoder(clip_path, args.device)
     vae, scaling_factor = load_vae(vae_path, args.device)
-    if args.package or args.student:
-        student_path = inputs["student"] if args.package else args.student
-        student = load_teacher(student_path, args.device)
-        if args.student:
-            recipe = load_checkpoint(args.student)["config"]
-            row = {"model": args.student, "backbone": backbone_of(student), "method": recipe["method"],
-                   "guidance": recipe["guidance"], "sampler": "one-step"}
-        sampler = StudentSampler(student, text_encoder, vae, scaling_factor, args.batch_size)
+    if student_path:
+        sampler = StudentSampler(load_teacher(student_path, args.device), text_encoder, vae, scaling_factor,
+                                 args.batch_size)
     else:
         teacher = load_teacher(args.teacher, args.device)
         row = {"model": args.teacher, "backbone": backbone_of(teacher), "method": "teacher",
