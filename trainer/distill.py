@@ -430,7 +430,8 @@ def run(settings, out_dir: str) -> int:
                     f"({sum(p.numel() for p in distillation.adapters.parameters()) / 1e6:.3f}M), world size "
                     f"{dist_info.world_size}, device {device}, run dir {settings['run_dir']}")
 
-    budget = TimeBudget(settings["time_budget_s"], step)
+    budget = TimeBudget(settings["time_budget_s"], step,
+                        agree=lambda total: round(distributed.all_reduce_mean(total, dist_info)))
     window, window_started = [], time.time()
     while step < total:
         prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])

@@ -57,12 +57,15 @@ class TimeBudget:
 
     Once `calibration_steps` steps have run it measures the seconds per step (the first WARMUP_STEPS excluded: CUDA
     and allocator warm-up) and lowers the run's total, once, so that the remaining steps take `reserve` of the time
-    left (the rest is for evaluations and the end). Used on a lent GPU, whose speed is not known in advance."""
+    left (the rest is for evaluations and the end). Used on a lent GPU, whose speed is not known in advance.
+    `agree` (DDP: every process calls fit at the same step) turns each process's total into one they all use, e.g. the
+    rounded mean over the processes, so that no process stops before the others."""
 
     WARMUP_STEPS = 10
 
-    def __init__(self, budget_s: float, start_step: int, calibration_steps: int = 50, reserve: float = 0.85):
-        self.budget_s, self.start_step = budget_s, start_step
+    def __init__(self, budget_s: float, start_step: int, calibration_steps: int = 50, reserve: float = 0.85,
+                 agree=lambda total: total):
+        self.budget_s, self.start_step, self.agree = budget_s, start_step, agree
         self.calibration_steps, self.reserve = max(calibration_steps, self.WARMUP_STEPS + 1), reserve
         self.started = time.time()
         self.warm_at = None
@@ -81,7 +84,7 @@ class TimeBudget:
         now = time.time()
         per_step = (now - self.warm_at) / (done - self.WARMUP_STEPS)
         affordable = int(self.reserve * (self.budget_s - (now - self.started)) / per_step)
-        return max(step, min(total, step + affordable))
+        return int(self.agree(max(step, min(total, step + affordable))))
 
 
 def _to_float(value):

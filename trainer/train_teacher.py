@@ -201,7 +201,8 @@ def main(argv):
     if dist_info.is_master:
         print(f"{config['backbone']}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
               f"{model.args}, world size {dist_info.world_size}, device {device}", flush=True)
-    budget = TimeBudget(config["time_budget_s"], step)
+    budget = TimeBudget(config["time_budget_s"], step,
+                        agree=lambda total: round(distributed.all_reduce_mean(total, dist_info)))
     step_started = time.time()
     while step < config["max_steps"]:
         x0, text_states = draw_batch(dataset, empty_states, config["batch_size"], config["caption_dropout"], device)

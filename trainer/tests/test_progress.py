@@ -74,3 +74,14 @@ def test_time_budget_never_raises_the_total_nor_goes_below_the_step(monkeypatch)
         fitted = generous.fit(step, 40), spent.fit(step, 40)
     assert fitted == (40, 11)
     assert TimeBudget(0, 0).fit(1000, 7) == 7  # no budget
+
+
+def test_time_budget_lets_the_processes_agree_on_one_total(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "time", clock)
+    proposals = []
+    budget = TimeBudget(100.0, 0, calibration_steps=11, agree=lambda total: proposals.append(total) or 77)
+    for step in range(1, 12):
+        clock.now += 1.0
+        fitted = budget.fit(step, 1000)
+    assert fitted == 77 and len(proposals) == 1  # asked once, at the calibration step, with this process's total
