@@ -1,1 +1,0 @@
-import trainer  # noqa: F401  (before any test module imports torch: trainer/__init__.py picks OpenBLAS's kernel)
