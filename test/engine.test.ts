@@ -9,6 +9,7 @@ import { feedMismatches } from '../src/engine/onnx-runtime.js';
 import { loadManifest, type ModelManifest } from '../src/registry/model-manifest.js';
 import { seededNoise } from '../src/noise/seeded-noise.js';
 import { ClipTokenizer } from '../src/tokenizer/clip-tokenizer.js';
+import { maxAbsDifference } from './helpers/trainer-export.js';
 
 // The model package the engine tests run on: SNOOPI_TEST_MODEL, else the first package under models/.
 const MODELS_DIR = 'models';
@@ -57,13 +58,6 @@ function tile(row: Float32Array, times: number): Float32Array {
   const out = new Float32Array(row.length * times);
   for (let i = 0; i < times; i++) out.set(row, i * row.length);
   return out;
-}
-
-function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
 }
 
 test('cpu is used when configured, with no fallback logged', { skip }, async () => {

@@ -7,6 +7,8 @@ import { test, type TestContext } from 'node:test';
 import sharp from 'sharp';
 import { GenerationService, type BatchEvent, type GenerateRequest, type GenerationServiceOptions } from '../src/generation/generation-service.js';
 import type { ModelManifest } from '../src/registry/model-manifest.js';
+import { pixels } from './helpers/pixels.js';
+import { maxAbsDifference } from './helpers/trainer-export.js';
 
 // The service runs on copies of a real model package (SNOOPI_TEST_MODEL, else the first under models/).
 const SOURCE_ID =
@@ -48,17 +50,6 @@ const request = (overrides: Partial<GenerateRequest> = {}): GenerateRequest => (
   quality: 90,
   ...overrides,
 });
-
-async function pixels(data: Buffer): Promise<Uint8Array> {
-  return new Uint8Array(await sharp(data).raw().toBuffer());
-}
-
-function maxAbsDifference(a: Uint8Array, b: Uint8Array): number {
-  assert.equal(a.length, b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
-}
 
 /**
  * Occupies the generator so that the requests started right after it queue up and form the next batch together. Their

@@ -10,10 +10,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import sharp from 'sharp';
 import { PYTHON } from '../bench/lib/run-suite.js';
 import { repoRoot } from '../src/config/paths.js';
 import { build } from './helpers/build.js';
+import { pixels } from './helpers/pixels.js';
+import { maxAbsDifference } from './helpers/trainer-export.js';
 
 const SCRIPT = join('bench', 'negative_prompts.py');
 const KINDS = ['under-specified', 'removal'] as const;
@@ -64,17 +65,6 @@ async function scratch(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'snoopi-negative-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
-}
-
-async function pixels(png: Buffer): Promise<Uint8Array> {
-  return new Uint8Array(await sharp(png).raw().toBuffer());
-}
-
-function maxAbsDifference(a: Uint8Array, b: Uint8Array): number {
-  assert.equal(a.length, b.length);
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
 }
 
 /** success, kept and both over `outcomes`, as fractions (the script's numbers, computed here independently). */

@@ -117,5 +117,6 @@ def main(argv):
                                             "eos_token_id": tokenizer.eos_token_id,
                                             "pad_token_id": tokenizer.pad_token_id}})
 
+
 if __name__ == "__main__":
     main(sys.argv[1:])

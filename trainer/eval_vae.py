@@ -89,5 +89,6 @@ def main(argv):
                        f"/usr/bin/python3 -m trainer.eval_vae --checkpoint=runs/vae/ckpt.pt --n={config['n']} "
                        f"--out={config['out']}", extra={"scaling_factor": scaling_factor})
 
+
 if __name__ == "__main__":
     main(sys.argv[1:])

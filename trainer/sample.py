@@ -12,7 +12,6 @@ prompt index), reported for one-object and two-object prompts separately, at eac
 the teacher's reference scale).
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from trainer import diffusion, eval_sets, judge
+from trainer import diffusion, eval_sets, judge, package
 from trainer.checkpoint import half_weights, load_checkpoint
 from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
 from trainer.models.clip import load_clip
@@ -150,11 +149,6 @@ def save_grid(images: np.ndarray, prompts, columns: int, path: str, scale: int =
     canvas.save(path)
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def export_teacher(checkpoint_path: str, out_path: str, metrics: dict) -> None:
     """models/base/teacher-<backbone>.pt (EMA weights only, stored in float16) and its .json record."""
     checkpoint = load_checkpoint(checkpoint_path)
@@ -164,7 +158,7 @@ def export_teacher(checkpoint_path: str, out_path: str, metrics: dict) -> None:
                 "step": checkpoint["step"], "config": checkpoint["config"]}, out_path)
     config = checkpoint["config"]
     # the latent space and the conditioning the teacher was trained in: it only works with these exact encoders
-    encoders = {name: {"path": config[key], "sha256": file_sha256(config[key])}
+    encoders = {name: {"path": config[key], "sha256": package.file_entry(config[key])["sha256"]}
                 for name, key in (("vae", "vae_path"), ("clip", "clip_path"))}
     record = {"backbone": backbone, "parameterization": BACKBONES[backbone][2], "model_args": checkpoint["model_args"],
               "parameters": sum(v.numel() for v in weights.values()), "steps": checkpoint["step"],

@@ -23,12 +23,12 @@ import time
 import torch
 from torch import nn
 
-from trainer import diffusion, distributed, shapes
+from trainer import diffusion, distributed, package, shapes
 from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkpoint
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import encode_images, load_vae
 from trainer.progress import ProgressLog, TimeBudget, cosine_lr
-from trainer.sample import BACKBONES, TextEncoder, build_backbone, evaluate_alignment, file_sha256
+from trainer.sample import BACKBONES, TextEncoder, build_backbone, evaluate_alignment
 
 # -----------------------------------------------------------------------------
 # defaults (trainer/configs/teacher-*.json hold what differs; --key=value overrides)
@@ -126,7 +126,8 @@ def build_dataset(config, text_encoder: TextEncoder, vae, scaling_factor: float)
 
 def load_dataset(config, text_encoder, vae, scaling_factor, dist_info) -> dict:
     """The encoded training set from the cache, built by the master process when missing."""
-    key = hashlib.sha256(f"{file_sha256(config['vae_path'])} {file_sha256(config['clip_path'])} "
+    key = hashlib.sha256(f"{package.file_entry(config['vae_path'])['sha256']} "
+                         f"{package.file_entry(config['clip_path'])['sha256']} "
                          f"{config['seed']} {config['dataset_size']}".encode()).hexdigest()[:16]
     path = os.path.join(config["cache_dir"], f"teacher-data-{key}.pt")
     if dist_info.is_master and not os.path.exists(path):
@@ -135,11 +136,11 @@ def load_dataset(config, text_encoder, vae, scaling_factor, dist_info) -> dict:
     dataset = load_checkpoint(path)
     if dist_info.is_master:
         sample_latents = dataset["latents"][:4096].float()
+        stds = sample_latents.std(dim=(0, 2, 3))
         print(f"training set {path}: {len(dataset['latents'])} latents {tuple(dataset['latents'].shape[1:])}, "
               f"{len(dataset['captions'])} distinct captions; latent channel means "
               f"{[round(v, 3) for v in sample_latents.mean(dim=(0, 2, 3)).tolist()]}, stds "
-              f"{[round(v, 3) for v in sample_latents.std(dim=(0, 2, 3)).tolist()]}", flush=True)
-        stds = sample_latents.std(dim=(0, 2, 3))
+              f"{[round(v, 3) for v in stds.tolist()]}", flush=True)
         if stds.max() > MAX_CHANNEL_STD_RATIO * stds.min():
             print(f"warning: the latent channels' stds differ {stds.max() / stds.min():.1f}x: the same noise drowns "
                   "the low-variance channels early and an eps model must predict them far more precisely; "

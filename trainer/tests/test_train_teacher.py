@@ -4,7 +4,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from trainer import sample, train_teacher
+from trainer import package, sample, train_teacher
 from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
 from trainer.models.clip import Clip, ClipArgs
 from trainer.models.vae import AutoencoderKL, VaeArgs
@@ -71,7 +71,7 @@ def test_export_writes_ema_weights_and_record(encoders, tmp_path):
     assert exported["backbone"] == "unet-v" and not any(k.startswith("ema.") for k in exported["model"])
     record = json.loads((tmp_path / "teacher-unet-v.json").read_text())
     assert record["parameterization"] == "v" and record["steps"] == 2 and record["metrics"]["alignment"]["single"] == 0.5
-    assert record["encoders"]["vae"]["sha256"] == sample.file_sha256(str(encoders / "vae.pt"))
+    assert record["encoders"]["vae"]["sha256"] == package.file_entry(str(encoders / "vae.pt"))["sha256"]
     teacher = sample.load_teacher(str(out))
     ema = sample.load_teacher(str(tmp_path / "ckpt.pt"))
     for (name, a), (_, b) in zip(teacher.state_dict().items(), ema.state_dict().items()):
