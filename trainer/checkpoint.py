@@ -131,7 +131,9 @@ class TrainingCheckpoints:
         """Save when due (every every_s seconds, after the final step, on SIGTERM to any rank). True when the run
         must stop now because of SIGTERM; the checkpoint is then written and the process group closed."""
         stop_now = distributed.any_rank(self.stop.requested, self.dist_info)
-        if stop_now or final or time.time() - self.last_save > self.every_s:
+        # saving gathers every rank's RNG state: the ranks must agree on when, and their clocks differ
+        due = distributed.any_rank(time.time() - self.last_save > self.every_s, self.dist_info)
+        if stop_now or final or due:
             self.save(step)
         if stop_now:
             if self.dist_info.is_master:
