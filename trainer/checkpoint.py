@@ -93,8 +93,9 @@ class TrainingCheckpoints:
     """
 
     def __init__(self, out_dir, model, optimizer, model_args, config, dist_info, every_s,
-                 stop_signals=(signal.SIGTERM,)):
+                 stop_signals=(signal.SIGTERM,), extra=None):
         self.path = os.path.join(out_dir, "ckpt.pt")
+        self.extra = dict(extra or {})  # more top-level checkpoint entries (their defaults), saved and resumed
         self.model, self.optimizer, self.model_args = model, optimizer, model_args
         self.config, self.dist_info, self.every_s = config, dist_info, every_s
         self.stop = StopRequest(stop_signals)
@@ -111,6 +112,7 @@ class TrainingCheckpoints:
         rng = checkpoint["rng"]  # one state per rank of the run that saved it
         set_rng_state(rng[self.dist_info.rank % len(rng)])
         self.history = checkpoint.get("history", [])
+        self.extra.update({key: checkpoint[key] for key in self.extra if key in checkpoint})
         changes = {k: v for k, v in self.config.items() if checkpoint["config"].get(k) != v}
         if changes:
             self.history.append({"step": checkpoint["step"], "changes": changes})
@@ -124,7 +126,7 @@ class TrainingCheckpoints:
         if self.dist_info.is_master:
             save_checkpoint(self.path, model_args=asdict(self.model_args), model=self.model.state_dict(),
                             optimizer=self.optimizer.state_dict(), step=step, config=self.config, rng=rng,
-                            history=self.history)
+                            history=self.history, **self.extra)
         self.last_save = time.time()
 
     def after_step(self, step, final):

@@ -154,18 +154,25 @@ def export_teacher(checkpoint_path: str, out_path: str, metrics: dict) -> None:
     checkpoint = load_checkpoint(checkpoint_path)
     backbone = checkpoint.get("backbone") or checkpoint["config"]["backbone"]
     weights = half_weights(ema_weights(checkpoint))
+    init = checkpoint.get("init")  # the teacher this run continued (train_teacher's init_from), if any
     torch.save({"backbone": backbone, "model_args": checkpoint["model_args"], "model": weights,
-                "step": checkpoint["step"], "config": checkpoint["config"]}, out_path)
+                "step": checkpoint["step"], "config": checkpoint["config"], "init": init}, out_path)
     config = checkpoint["config"]
     # the latent space and the conditioning the teacher was trained in: it only works with these exact encoders
     encoders = {name: {"path": config[key], "sha256": package.file_entry(config[key])["sha256"]}
                 for name, key in (("vae", "vae_path"), ("clip", "clip_path"))}
     record = {"backbone": backbone, "parameterization": BACKBONES[backbone][2], "model_args": checkpoint["model_args"],
               "parameters": sum(v.numel() for v in weights.values()), "steps": checkpoint["step"],
-              "encoders": encoders, "recipe": config, "metrics": metrics}
+              "total_steps": checkpoint["step"] + _earlier_steps(init), "encoders": encoders, "recipe": config,
+              "init": init, "metrics": metrics}
     with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
+
+
+def _earlier_steps(init) -> int:
+    """Steps of the chain of teachers a run continued (init_from, recursively)."""
+    return init["steps"] + _earlier_steps(init["init"]) if init else 0
 
 
 def main(argv):

@@ -12,13 +12,17 @@ spending most of each step on it; the three teachers share one cache. Each step 
 Loss: 10% of captions dropped to "" (for CFG), t ~ U{0..999}, MSE on the backbone's own target (eps or v) with
 min-SNR-gamma weights. AdamW with warmup + cosine decay, gradient clipping, an EMA of the weights (what sampling,
 evaluation and export use). Resumes from <out_dir>/ckpt.pt (weights + EMA + optimizer + RNG); saves every
-checkpoint_every_s seconds, at the end and on SIGTERM. Every eval_every steps the EMA model's judge alignment on
+checkpoint_every_s seconds, at the end and on SIGTERM. init_from continues an earlier teacher (same backbone and
+model args) with a fresh optimizer and schedule; the checkpoint and the exported record name it (path, sha256,
+steps, recipe) as `init`. Every eval_every steps the EMA model's judge alignment on
 eval_prompts prompts (25-step DDIM at eval_guidance) is logged. trainer/sample.py evaluates and exports the result.
 """
 import hashlib
+import json
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -28,7 +32,7 @@ from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkp
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import encode_images, load_vae
 from trainer.progress import ProgressLog, TimeBudget, cosine_lr
-from trainer.sample import BACKBONES, TextEncoder, build_backbone, evaluate_alignment
+from trainer.sample import BACKBONES, TextEncoder, build_backbone, ema_weights, evaluate_alignment
 
 # -----------------------------------------------------------------------------
 # defaults (trainer/configs/teacher-*.json hold what differs; --key=value overrides)
@@ -62,6 +66,7 @@ eval_prompts = 40  # alignment prompts per evaluation (half one object, half two
 eval_guidance = 5.0  # CFG scale of the evaluation
 checkpoint_every_s = 120  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower max_steps (once, after 50 steps) so that the run ends within this many seconds
+init_from = ""  # a trained teacher (models/base/teacher-*.pt or a ckpt.pt) whose EMA weights start a fresh run
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
 # -----------------------------------------------------------------------------
@@ -158,6 +163,22 @@ def draw_batch(dataset, empty_states, batch_size: int, caption_dropout: float, d
     return x0.to(device), states.to(device)
 
 
+def start_from_teacher(path: str, weights: TeacherWeights, backbone: str) -> dict:
+    """Load the EMA weights of the teacher at `path` into weights.model and weights.ema; its lineage entry."""
+    checkpoint = load_checkpoint(path)
+    found = checkpoint.get("backbone") or checkpoint["config"]["backbone"]
+    wanted = asdict(weights.model.args)
+    if found != backbone or json.dumps(checkpoint["model_args"]) != json.dumps(wanted):
+        print(f"config error: init_from {path} is a {found} with {checkpoint['model_args']}, "
+              f"this run builds a {backbone} with {wanted}", file=sys.stderr)
+        sys.exit(2)
+    state = ema_weights(checkpoint)
+    weights.model.load_state_dict(state)
+    weights.ema.load_state_dict(state)
+    return {"path": path, "sha256": package.file_entry(path)["sha256"], "steps": checkpoint["step"],
+            "recipe": checkpoint["config"], "init": checkpoint.get("init")}
+
+
 def check_model_config(config) -> None:
     if config["backbone"] not in BACKBONES:
         print(f"config error: backbone must be one of {', '.join(BACKBONES)}, got {config['backbone']!r}",
@@ -192,9 +213,11 @@ def main(argv):
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"],
                                   weight_decay=config["weight_decay"], foreach=True)
     checkpoints = TrainingCheckpoints(config["out_dir"], weights, optimizer, model.args, config, dist_info,
-                                      every_s=config["checkpoint_every_s"])
+                                      every_s=config["checkpoint_every_s"], extra={"init": None})
     torch.manual_seed(config["torch_seed"] + 1 + dist_info.rank)  # each rank its own data and noise stream
     step = checkpoints.resume()
+    if step == 0 and config["init_from"]:
+        checkpoints.extra["init"] = start_from_teacher(config["init_from"], weights, config["backbone"])
     training_step = distributed.wrap(DenoisingLoss(model, config["min_snr_gamma"]).to(device), dist_info)
 
     log = ProgressLog(os.path.join(config["out_dir"], "progress.jsonl"), config["max_steps"], dist_info.is_master,

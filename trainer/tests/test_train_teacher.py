@@ -1,4 +1,6 @@
+import glob
 import json
+import os
 from dataclasses import asdict
 
 import pytest
@@ -78,6 +80,33 @@ def test_export_writes_ema_weights_and_record(encoders, tmp_path):
         assert torch.equal(a, b.half().float()), name  # stored in float16
 
 
+def test_init_from_continues_an_exported_teacher_and_records_the_chain(encoders, tmp_path):
+    run(encoders, tmp_path / "first", "unet-eps")
+    first = tmp_path / "teacher-first.pt"
+    sample.export_teacher(str(tmp_path / "first" / "ckpt.pt"), str(first), {})
+    # learning rate 0: AdamW (decay included) leaves the weights as loaded, so the EMA is the exported teacher's
+    continued = run(encoders, tmp_path / "second", "unet-eps", init_from=str(first), max_steps=2, learning_rate=0)
+    for name, value in torch.load(first)["model"].items():
+        assert torch.equal(continued["model"][f"ema.{name}"], value.float()), name
+    assert continued["init"]["sha256"] == package.file_entry(str(first))["sha256"]
+    assert (continued["init"]["steps"], continued["init"]["init"]) == (4, None)
+    second = tmp_path / "teacher-second.pt"
+    sample.export_teacher(str(tmp_path / "second" / "ckpt.pt"), str(second), {})
+    record = json.loads((tmp_path / "teacher-second.json").read_text())
+    assert (record["steps"], record["total_steps"], record["init"]["path"]) == (2, 6, str(first))
+    # a third stage chains: 2 + 2 + 4 steps
+    run(encoders, tmp_path / "third", "unet-eps", init_from=str(second), max_steps=2)
+    sample.export_teacher(str(tmp_path / "third" / "ckpt.pt"), str(tmp_path / "teacher-third.pt"), {})
+    assert json.loads((tmp_path / "teacher-third.json").read_text())["total_steps"] == 8
+
+
+def test_init_from_another_backbone_exits_2(encoders, tmp_path, capsys):
+    run(encoders, tmp_path / "eps", "unet-eps", max_steps=2)
+    with pytest.raises(SystemExit) as exit_info:
+        run(encoders, tmp_path / "v", "unet-v", init_from=str(tmp_path / "eps" / "ckpt.pt"))
+    assert exit_info.value.code == 2 and "init_from" in capsys.readouterr().err
+
+
 def test_bad_model_config_exits_2(encoders, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         train_teacher.main([f"--out_dir={tmp_path}", "--model={\"channels\": 3}"])
@@ -86,10 +115,12 @@ def test_bad_model_config_exits_2(encoders, tmp_path):
 
 def test_configs_parse():
     from trainer.configurator import configure
-    for backbone in ("unet-eps", "unet-v", "dit"):
-        config = configure(train_teacher.DEFAULTS, [f"trainer/configs/teacher-{backbone}.json"])
-        assert config["backbone"] == backbone
-        sample.build_backbone(backbone, config["model"])
+    paths = sorted(glob.glob("trainer/configs/teacher-*.json"))
+    assert len(paths) == 4
+    for path in paths:
+        config = configure(train_teacher.DEFAULTS, [path])
+        assert os.path.basename(path).startswith(f"teacher-{config['backbone']}")
+        sample.build_backbone(config["backbone"], config["model"])
 
 
 def test_alignment_of_real_images_is_perfect_and_split_by_object_count():
