@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from '../src/config/paths.js';
 import { SettingsError, loadSettings, resolveSettings } from '../src/config/settings.js';
+import { serviceOptions } from '../src/serve.js';
 
 const defaults = {
   port: 8080,
@@ -17,6 +18,7 @@ const defaults = {
   k8sPollMs: 5000,
   executionProvider: 'cpu',
   intraOpThreads: 2,
+  intraOpWait: 'block',
   maxBatch: 16,
   maxQueueRows: 256,
   deadlineMs: 10000,
@@ -51,6 +53,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     SNOOPI_K8S_POLL_MS: '1000',
     SNOOPI_EXECUTION_PROVIDER: 'cuda',
     SNOOPI_INTRA_OP_THREADS: '2',
+    SNOOPI_INTRA_OP_WAIT: 'spin',
     SNOOPI_MAX_BATCH: '32',
     SNOOPI_MAX_QUEUE_ROWS: '64',
     SNOOPI_DEADLINE_MS: '2500',
@@ -78,6 +81,7 @@ test('the environment sets each setting; a flag wins over it', () => {
     k8sPollMs: 1000,
     executionProvider: 'cuda',
     intraOpThreads: 2,
+    intraOpWait: 'spin',
     maxBatch: 32,
     maxQueueRows: 64,
     deadlineMs: 2500,
@@ -107,9 +111,10 @@ test('a bad value stops the start with a message naming the setting and its sour
     [[], { SNOOPI_ADMIN_TOKEN: 'short' }, 'Invalid setting SNOOPI_ADMIN_TOKEN (environment): must have at least 16 characters, got "short"'],
     [['--deadline-ms=-5'], {}, 'Invalid setting --deadline-ms: must be between 1 and 3600000, got -5'],
     [['--body-limit=10'], {}, 'Invalid setting --body-limit: must be between 1024 and 16777216, got 10'],
-    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --active-model, --admin-token, --jobs-dir, --base-models-dir, --job-runner, --max-running-jobs, --job-cancel-grace-ms, --trainer-python, --trainer-config, --k8s-namespace, --k8s-job-template, --k8s-poll-ms, --execution-provider, --intra-op-threads, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level, --request-log'],
+    [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --active-model, --admin-token, --jobs-dir, --base-models-dir, --job-runner, --max-running-jobs, --job-cancel-grace-ms, --trainer-python, --trainer-config, --k8s-namespace, --k8s-job-template, --k8s-poll-ms, --execution-provider, --intra-op-threads, --intra-op-wait, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level, --request-log'],
     [['--port'], {}, 'Missing value for --port'],
     [['--job-runner=slurm'], {}, 'Invalid setting --job-runner: must be one of local, kubernetes, got "slurm"'],
+    [[], { SNOOPI_INTRA_OP_WAIT: 'true' }, 'Invalid setting SNOOPI_INTRA_OP_WAIT (environment): must be one of block, spin, got "true"'],
     [[], { SNOOPI_MAX_RUNNING_JOBS: '0' }, 'Invalid setting SNOOPI_MAX_RUNNING_JOBS (environment): must be between 1 and 64, got 0'],
   ];
   for (const [argv, env, message] of cases) {
@@ -126,4 +131,11 @@ test('overrides given in code are validated too', () => {
     name: 'SettingsError',
     message: 'Invalid setting maxBatch (SNOOPI_MAX_BATCH / --max-batch): must be between 1 and 1024, got 0',
   });
+});
+
+test('the engine options follow the settings: intra-op threads and how idle threads wait', () => {
+  const blocking = serviceOptions(resolveSettings());
+  const spinning = serviceOptions(resolveSettings({ intraOpWait: 'spin', intraOpThreads: 1 }));
+  assert.deepEqual([blocking.intraOpThreads, blocking.allowSpinning], [2, false]);
+  assert.deepEqual([spinning.intraOpThreads, spinning.allowSpinning], [1, true]);
 });

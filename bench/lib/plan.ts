@@ -8,6 +8,10 @@ export const CONFIGS = {
   'batch-off': { description: 'micro-batching off (--max-batch=1), embedding cache on', flags: ['--max-batch=1'] },
   'cache-off': { description: 'embedding cache off (--cache-bytes=1024: smaller than one embedding), batching on', flags: ['--cache-bytes=1024'] },
   'batch-64': { description: 'micro-batching up to 64 images (--max-batch=64), cache on', flags: ['--max-batch=64'] },
+  spin: {
+    description: 'batching and cache on, idle onnxruntime intra-op threads busy-wait (--intra-op-wait=spin): lower latency at low load, more CPU',
+    flags: ['--intra-op-wait=spin'],
+  },
   'threads-1': {
     description: 'batching and cache on, one onnxruntime intra-op thread (--intra-op-threads=1): a core left for HTTP and image encoding',
     flags: ['--intra-op-threads=1'],
@@ -107,7 +111,7 @@ export function quickPlan(): Plan {
   return {
     kind: 'quick',
     sections: ['pytorch', 'engine', 'images', 'service', 'health', 'timings'],
-    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, spinningBatches: [] },
+    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, spinningBatches: [1, 16] },
     pytorch: { batches: [1, 4, 16, 64], secondsPerBatch: 1.5, minRuns: 2, threads: [2, 1] },
     images: { rounds: 200, sweep: false },
     service: {
@@ -126,6 +130,8 @@ export function quickPlan(): Plan {
         // What the cache buys: the text encoder on every request.
         { config: 'cache-off', scenario: 'repeated', connections: [QUICK_SATURATION] },
         { config: 'cache-off', scenario: 'unique', connections: [QUICK_SATURATION] },
+        // What spinning intra-op threads buy at one connection and cost at saturation.
+        { config: 'spin', scenario: 'repeated', connections: [1, QUICK_SATURATION] },
       ],
     },
     health: { seconds: 5, generateConnections: QUICK_SATURATION, probeConnections: 4, probeRatePerConnection: 50 },
@@ -153,7 +159,7 @@ export function fullPlan(): Plan {
           scenario,
           connections: points,
         })),
-        ...(['batch-off', 'cache-off', 'batch-64', 'threads-1'] as const).flatMap((config) => [
+        ...(['batch-off', 'cache-off', 'batch-64', 'threads-1', 'spin'] as const).flatMap((config) => [
           { config, scenario: 'repeated' as const, connections: curve },
           { config, scenario: 'unique' as const, connections: points },
         ]),

@@ -200,6 +200,27 @@ function engineTable(results: SuiteResults): string {
   return table(['batch', ...columns.flatMap((column) => [`${column.name} median ms`, `${column.name} img/s`, `${column.name} CPU cores`])], rows);
 }
 
+/** What --intra-op-wait=spin buys at one connection and costs in CPU and at saturation, against the default. */
+function spinningTradeOff(results: SuiteResults): string | undefined {
+  const cell = (config: string, connections: number) =>
+    results.service.find((candidate) => candidate.config === config && candidate.scenario === 'repeated' && candidate.connections === connections);
+  const [spin1, block1] = [cell('spin', 1), cell('batch-on', 1)];
+  if (spin1 === undefined || block1 === undefined) return undefined;
+  const cpuMsPerRequest = (c: Cell) => (c.serverCpuCores / c.requestsPerSecond) * 1000;
+  const engineBatch1 = (timings: readonly BatchTiming[] | undefined) => timings?.find((timing) => timing.batch === 1)?.medianMs;
+  const [engineSpin, engineBlock] = [engineBatch1(results.engine?.spinning), engineBatch1(results.engine?.batches)];
+  const saturation = Math.max(...results.service.filter((c) => c.config === 'spin').map((c) => c.connections));
+  const [spinSat, blockSat] = [cell('spin', saturation), cell('batch-on', saturation)];
+  return (
+    `Spinning intra-op threads (--intra-op-wait=spin) against the default (block): one-connection p50 ${num(spin1.latencyMs.p50)} ms against ${num(block1.latencyMs.p50)} ms` +
+    (engineSpin !== undefined && engineBlock !== undefined ? ` (raw engine batch 1: ${num(engineSpin)} against ${num(engineBlock)} ms)` : '') +
+    `, for ${num(cpuMsPerRequest(spin1))} against ${num(cpuMsPerRequest(block1))} ms of server CPU per request` +
+    (spinSat !== undefined && blockSat !== undefined && saturation > 1
+      ? `; at ${saturation} connections ${num(spinSat.requestsPerSecond)} against ${num(blockSat.requestsPerSecond)} req/s.`
+      : '.')
+  );
+}
+
 /** Plain-language readings of the numbers that decide the targets: contention, batch sizes, event-loop bursts. */
 function diagnose(results: SuiteResults): string[] {
   const lines: string[] = [];
@@ -222,6 +243,8 @@ function diagnose(results: SuiteResults): string[] {
         '(image encoding, JSON serialisation, socket writes, log lines; one request per turn of the event loop), and that thread shares the cores with the engine.',
     );
   }
+  const spinLine = spinningTradeOff(results);
+  if (spinLine !== undefined) lines.push(spinLine);
   const loadBefore = results.machine.loadAverageBefore[0]!;
   if (loadBefore > results.machine.cpus * 0.5) {
     lines.push(`The machine was busy before the run started (1-minute load ${loadBefore.toFixed(2)} on ${results.machine.cpus} cores): absolute numbers and ratios are both affected.`);

@@ -23,10 +23,11 @@ export interface SessionSettings {
   interOpThreads: number;
   executionMode: 'sequential' | 'parallel';
   /**
-   * Whether idle intra-op threads spin waiting for work. Off by default: on a small CPU, spinning threads take cores
-   * from the HTTP thread and from the other graph's threads. On the 2-core dev machine (shared, loaded) the shapes
-   * fixture ran at 179 img/s at batch 1 and 319 at batch 16 without spinning, 102 and 103 with it
-   * (bench/lib/engine-throughput.ts; the spinning comparison runs in `npm run bench:full`).
+   * Whether idle intra-op threads spin waiting for work (the serve setting intraOpWait). Off by default: spinning
+   * threads burn CPU after every call and take cores from the HTTP thread. On the 2-core dev machine with the trained
+   * default model, spinning made the raw engine's batch-1 call 12.6-13.2 ms instead of 16.7-17.0 and batch 16 ~8%
+   * faster, but the service gained nothing at saturation and spent ~2x the CPU per isolated request (the tiny
+   * random fixture was slower with it: 102 img/s at batch 1 against 179). `npm run bench` measures both.
    */
   allowSpinning: boolean;
 }
