@@ -418,7 +418,7 @@ def run(settings, out_dir: str) -> int:
                                       every_s=settings["checkpoint_every_s"],
                                       stop_signals=(signal.SIGTERM, signal.SIGINT))
     torch.manual_seed(settings["seed"] + 1 + dist_info.rank)  # each rank its own noise stream
-    step = checkpoints.resume()
+    step = start_step = checkpoints.resume()
     distillation.wrap()
     total = settings["steps"]
     log = ProgressLog(os.path.join(settings["run_dir"], "progress.jsonl"), total, dist_info.is_master,
@@ -433,6 +433,7 @@ def run(settings, out_dir: str) -> int:
     budget = TimeBudget(settings["time_budget_s"], step,
                         agree=lambda total: round(distributed.all_reduce_mean(total, dist_info)))
     window, window_started = [], time.time()
+    final_metrics = None  # the probe at the last step
     while step < total:
         prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
         kappa_teacher, kappa_lora = guidance_scales(settings["guidance"], settings["seed"], step)
@@ -445,13 +446,16 @@ def run(settings, out_dir: str) -> int:
         step += 1
         settings["steps"] = total = log.total = budget.fit(step, total)
         evaluation_due = (settings["eval_every"] and step % settings["eval_every"] == 0) or step == total
+        if step == total:  # the student is stored in float16 (write_student): the last evaluation is of that model
+            distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
         if step % settings["log_every"] == 0 or evaluation_due:  # the same steps on every rank (all_reduce)
             means = {key: distributed.all_reduce_mean(sum(w[key] for w in window) / len(window), dist_info)
                      for key in window[0]}
             record = dict(means, kappa=kappa_teacher, kappa_lora=kappa_lora,
                           s_per_step=(time.time() - window_started) / len(window))
             if probe and evaluation_due:
-                record.update(probe(distillation.student))
+                final_metrics = probe(distillation.student)
+                record.update(final_metrics)
             log.log(step, **record)
             window, window_started = [], time.time()
         if checkpoints.after_step(step, final=step == total):
@@ -459,9 +463,11 @@ def run(settings, out_dir: str) -> int:
     distributed.cleanup()
     if not dist_info.is_master:
         return 0
-    # the student is stored in float16 (write_student): round it first, so the recorded metrics are the stored model's
-    distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
-    metrics = probe(distillation.student)
+    if step > start_step:  # evaluated at its last step, rounded as stored
+        metrics = final_metrics
+    else:  # resumed a finished run: evaluate the stored form of what the checkpoint holds
+        distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
+        metrics = probe(distillation.student)
     final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
     student_path = write_student(settings, distillation.student, step, final)
     if not settings["write_package"]:

@@ -300,6 +300,10 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_weights(ch
     assert all(torch.equal(v, lora_resumed[k]) for k, v in lora_straight.items() if k.startswith("lora."))
     records = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records][-1] == 30 and "fid" in records[-1]
+    # a rerun of the finished job evaluates the stored student again (nothing to train) and writes the same package
+    manifest = (tmp_path / "student" / "model.json").read_text()
+    assert distill.main(["--config", str(path), "--out", str(tmp_path / "student")]) == 0
+    assert (tmp_path / "student" / "model.json").read_text() == manifest
 
 
 def test_sigint_saves_a_checkpoint_and_exits_130(checkpoints, tmp_path):
@@ -335,6 +339,8 @@ def test_the_output_is_a_valid_package_with_the_training_record(uninterrupted):
     records = [json.loads(line) for line in (uninterrupted / "run" / "progress.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 31))
     assert ["fid" in r for r in records].count(True) == 2
+    # the last evaluation is of the student as stored (float16), and it is the one the record carries
+    assert training["metrics"]["fid"]["value"] == records[-1]["fid"]
     assert {"loss_student", "loss_lora", "kappa", "kappa_lora", "eta_s", "total"} <= set(records[0])
 
 
