@@ -13,7 +13,8 @@ function pngSize(data: Buffer): { width: number; height: number } {
   return { width: data.readUInt32BE(16), height: data.readUInt32BE(20) };
 }
 
-const serverTimingPattern = /^queue;dur=\d+\.\d{2}, encode;dur=\d+\.\d{2}, generate;dur=\d+\.\d{2}, image;dur=\d+\.\d{2}, total;dur=\d+\.\d{2}$/;
+const serverTimingPattern =
+  /^receive;dur=\d+\.\d{2}, queue;dur=\d+\.\d{2}, encode;dur=\d+\.\d{2}, generate;dur=\d+\.\d{2}, image;dur=\d+\.\d{2}, total;dur=\d+\.\d{2}, serialise;dur=\d+\.\d{2}$/;
 
 test('JSON answer: one image per seed, the model, timings, batch size and truncation flags', async (t) => {
   const built = await build(t);
@@ -40,6 +41,13 @@ test('JSON answer: one image per seed, the model, timings, batch size and trunca
     [42, 43, 44].map((seed) => ({ seed, content_type: 'image/png', width: manifest.image.width, height: manifest.image.height, b64_json: undefined })),
   );
   for (const image of body.images) assert.deepEqual(pngSize(Buffer.from(image.b64_json, 'base64')), manifest.image);
+});
+
+test('an error answer carries no Server-Timing', async (t) => {
+  const built = await build(t);
+  const response = await built.app.inject({ method: 'POST', url: '/generate', payload: { prompt: 'a red circle', model: 'no-such-model' } });
+  assert.equal(response.statusCode, 404);
+  assert.equal(response.headers['server-timing'], undefined);
 });
 
 test('Accept: image/png with num_images 1 answers the PNG itself with X-Seed, X-Model and Server-Timing', async (t) => {

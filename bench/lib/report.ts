@@ -155,14 +155,14 @@ function latencyPlot(results: SuiteResults): string | undefined {
   });
 }
 
-const TIMING_SEGMENTS = ['queue', 'encode', 'generate', 'image', 'other', 'outside'] as const;
+const TIMING_SEGMENTS = ['receive', 'queue', 'encode', 'generate', 'image', 'other', 'serialise', 'outside'] as const;
 
 function timingsPlot(results: SuiteResults): string | undefined {
   if (results.timings.length === 0) return undefined;
   return stackedBars({
     title: 'Where a request spends its time (mean ms)',
     xLabel: 'milliseconds (client-measured total at the end of each bar)',
-    segments: ['queue', 'encode', 'generate', 'image', 'other pipeline', 'outside (HTTP, JSON)'],
+    segments: ['receive (body, validation)', 'queue', 'encode', 'generate', 'image', 'other pipeline', 'serialise', 'outside (HTTP, loopback, client)'],
     bars: results.timings.map((sample) => ({ label: sample.label, values: TIMING_SEGMENTS.map((phase) => sample.meanMs[phase]) })),
   });
 }
@@ -373,9 +373,10 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
     push(
       '## Where a request spends its time',
       '',
-      "From the Server-Timing header of requests sent with fetch (repeated prompt): queue (waiting for a batch), encode (tokenize + text embeddings through the cache), generate (the batch's generator call), image (PNG encoding), " +
-        "other (the rest of the service's pipeline: checks, seeded noise, model lease, awaits), total (the service's pipeline); client is what fetch measured, and outside = client - total " +
-        '(HTTP parsing, validation, JSON + base64 serialisation, loopback, the client). Means in ms, medians in brackets:',
+      'From the Server-Timing header of requests sent with fetch (repeated prompt): receive (from Fastify receiving the request to the route handler: body, validation, hooks), ' +
+        "queue (waiting for a batch), encode (tokenize + text embeddings through the cache), generate (the batch's generator call), image (PNG encoding), " +
+        "other (the rest of the service's pipeline: checks, seeded noise, model lease, awaits), total (the service's pipeline), serialise (the answer object, base64 and JSON, until onSend); " +
+        'client is what fetch measured, and outside = client - receive - total - serialise (Node\'s HTTP parsing, the socket write, loopback, thread wake-ups, the client). Means in ms, medians in brackets:',
       '',
       table(
         ['sample', 'requests', ...PHASES],

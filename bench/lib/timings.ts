@@ -1,13 +1,15 @@
-// Where a request's time goes, from the Server-Timing header the service sends with every image (queue, encode =
-// tokenize + text embeddings, generate = the batch's generator call, image = PNG/JPEG/WebP encoding, total = the
-// service's pipeline), next to what the client measured. client - total is everything outside the pipeline: HTTP
-// parsing, schema validation, JSON + base64 serialisation (absent for Accept: image/png), loopback and the client;
-// other = total - the four phases (the pipeline's own bookkeeping: checks, seeded noise, model lease, awaits).
+// Where a request's time goes, from the Server-Timing header the service sends with every image (receive = from
+// Fastify's receipt of the request to the route handler: body, validation, hooks; queue; encode = tokenize + text
+// embeddings; generate = the batch's generator call; image = PNG/JPEG/WebP encoding; total = the service's pipeline;
+// serialise = from the pipeline's answer to onSend: answer object, base64, JSON), next to what the client measured.
+// other = total - the four pipeline phases (the pipeline's own bookkeeping: checks, seeded noise, model lease,
+// awaits); outside = client - receive - total - serialise: Node's HTTP parsing before Fastify, the socket write,
+// loopback, thread wake-ups and the client.
 import { performance } from 'node:perf_hooks';
 import { REPEATED_PROMPT } from './plan.js';
 import { summarize } from './stats.js';
 
-export const PHASES = ['queue', 'encode', 'generate', 'image', 'other', 'total', 'client', 'outside'] as const;
+export const PHASES = ['receive', 'queue', 'encode', 'generate', 'image', 'other', 'total', 'serialise', 'client', 'outside'] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface TimingSample {
@@ -41,11 +43,13 @@ async function sampleOne(url: string, response: 'json' | 'png'): Promise<Record<
   const client = performance.now() - started;
   if (answer.status !== 200) throw new Error(`timings: POST /generate answered ${answer.status}`);
   const phases = parseServerTiming(answer.headers.get('server-timing') ?? '');
-  for (const phase of ['queue', 'encode', 'generate', 'image', 'total'] as const) {
+  const sent = ['receive', 'queue', 'encode', 'generate', 'image', 'total', 'serialise'] as const;
+  for (const phase of sent) {
     if (!Number.isFinite(phases[phase])) throw new Error(`timings: no ${phase} in Server-Timing "${answer.headers.get('server-timing')}"`);
   }
-  const { queue, encode, generate, image, total } = phases as Record<'queue' | 'encode' | 'generate' | 'image' | 'total', number>;
-  return { queue, encode, generate, image, other: total - queue - encode - generate - image, total, client, outside: client - total };
+  const { receive, queue, encode, generate, image, total, serialise } = phases as Record<(typeof sent)[number], number>;
+  const other = total - queue - encode - generate - image;
+  return { receive, queue, encode, generate, image, other, total, serialise, client, outside: client - receive - total - serialise };
 }
 
 /** `requests` requests with `inFlight` concurrent loops; the first `inFlight` answers are a warm-up and not kept. */

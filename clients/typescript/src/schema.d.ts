@@ -230,7 +230,7 @@ export interface paths {
                 /** @description the generated images */
                 200: {
                     headers: {
-                        /** @description queue, encode, generate, image and total durations in ms */
+                        /** @description durations in ms: receive (body, validation), queue, encode (prompt embeddings), generate, image (encoding), total (the pipeline: queue to image), serialise (the answer body) */
                         "server-timing"?: string;
                         /** @description raw image responses: the seed of the image */
                         "x-seed"?: number;

@@ -1,17 +1,31 @@
 // POST /generate. The pipeline itself (tokenize, embeddings, batch, generate, encode) lives in the generation
 // service; this route only speaks HTTP: choose the representation, run, answer.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from '../../errors.js';
 import { chooseRepresentation } from '../content-negotiation.js';
 import { generateSchema, type GenerateBody } from '../schemas/generate.js';
 import type { GenerateResult } from '../inference-service.js';
 
-const serverTiming = ({ queueMs, encodeMs, generateMs, imageMs, totalMs }: GenerateResult['timings']): string =>
-  `queue;dur=${queueMs.toFixed(2)}, encode;dur=${encodeMs.toFixed(2)}, generate;dur=${generateMs.toFixed(2)}, ` +
-  `image;dur=${imageMs.toFixed(2)}, total;dur=${totalMs.toFixed(2)}`;
+// Server-Timing: receive (from the request's arrival in Fastify to this handler: body, validation, hooks), the
+// pipeline's phases and total, and serialise (from the pipeline's end to onSend: the answer object, base64, JSON),
+// which onSend appends once the body is serialised.
+const serverTiming = (receiveMs: number, { queueMs, encodeMs, generateMs, imageMs, totalMs }: GenerateResult['timings']): string =>
+  `receive;dur=${receiveMs.toFixed(2)}, queue;dur=${queueMs.toFixed(2)}, encode;dur=${encodeMs.toFixed(2)}, ` +
+  `generate;dur=${generateMs.toFixed(2)}, image;dur=${imageMs.toFixed(2)}, total;dur=${totalMs.toFixed(2)}`;
+
+/** reply.elapsedTime when the pipeline answered, for the serialise timing. */
+const answeredAt = new WeakMap<FastifyReply, number>();
+
+async function appendSerialiseTiming(_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const answered = answeredAt.get(reply);
+  if (answered === undefined) return; // an error answer
+  reply.header('server-timing', `${String(reply.getHeader('server-timing'))}, serialise;dur=${(reply.elapsedTime - answered).toFixed(2)}`);
+}
 
 const generateRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.post('/generate', { schema: generateSchema, config: { inference: true } }, async (request, reply) => {
+  app.post('/generate', { schema: generateSchema, config: { inference: true }, onSend: appendSerialiseTiming }, async (request, reply) => {
+    const receiveMs = reply.elapsedTime;
     const body = request.body as GenerateBody;
 
     // 1. Decide JSON or raw image first: a 406 must not cost a generation.
@@ -37,7 +51,8 @@ const generateRoutes: FastifyPluginAsyncTypebox = async (app) => {
     });
 
     // 4. Answer.
-    reply.header('server-timing', serverTiming(result.timings));
+    answeredAt.set(reply, reply.elapsedTime);
+    reply.header('server-timing', serverTiming(receiveMs, result.timings));
     if (representation.kind === 'image') {
       const image = result.images[0]!;
       return reply.type(image.contentType).header('x-seed', String(image.seed)).header('x-model', result.model).send(image.data);

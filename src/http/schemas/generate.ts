@@ -84,7 +84,11 @@ export const generateSchema = {
     200: {
       description: 'the generated images',
       headers: {
-        'server-timing': Type.String({ description: 'queue, encode, generate, image and total durations in ms' }),
+        'server-timing': Type.String({
+          description:
+            'durations in ms: receive (body, validation), queue, encode (prompt embeddings), generate, image (encoding), ' +
+            'total (the pipeline: queue to image), serialise (the answer body)',
+        }),
         'x-seed': Type.Integer({ description: 'raw image responses: the seed of the image' }),
         'x-model': Type.String({ description: 'raw image responses: the model that made it' }),
       },
