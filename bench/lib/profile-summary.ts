@@ -3,12 +3,14 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-interface ProfileNode {
+export interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
+  /** Callees' node ids. */
+  children?: number[];
 }
 
-interface CpuProfile {
+export interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
@@ -31,6 +33,8 @@ export interface ProfileSummary {
   busyMs: number;
   categories: ProfileEntry[];
   functions: ProfileEntry[];
+  /** The flame graph's SVG file, beside the report (flame-graph.ts). */
+  flameGraph?: string;
 }
 
 export function categoryOf(url: string, functionName: string): string {
@@ -43,10 +47,16 @@ export function categoryOf(url: string, functionName: string): string {
   return url;
 }
 
-export function summarizeProfile(profile: CpuProfile, file: string, top = 15): ProfileSummary {
-  const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+/** Microseconds of samples that landed in each node (its self time). */
+export function selfTimes(profile: CpuProfile): Map<number, number> {
   const selfByNode = new Map<number, number>();
   profile.samples.forEach((id, index) => selfByNode.set(id, (selfByNode.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0)));
+  return selfByNode;
+}
+
+export function summarizeProfile(profile: CpuProfile, file: string, top = 15): ProfileSummary {
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const selfByNode = selfTimes(profile);
   const byFunction = new Map<string, number>();
   const byCategory = new Map<string, number>();
   let busy = 0;
@@ -65,15 +75,17 @@ export function summarizeProfile(profile: CpuProfile, file: string, top = 15): P
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([name, micros]) => ({ name, selfMs: micros / 1000, share: busy > 0 ? micros / busy : 0 }));
-  const thread = Number(/\.(\d+)\.\d+\.cpuprofile$/.exec(file)?.[1] ?? 0);
-  return { file, thread, wallMs: (profile.endTime - profile.startTime) / 1000, busyMs: busy / 1000, categories: entries(byCategory), functions: entries(byFunction) };
+  return { file, thread: threadOf(file), wallMs: (profile.endTime - profile.startTime) / 1000, busyMs: busy / 1000, categories: entries(byCategory), functions: entries(byFunction) };
 }
 
+/** The thread id in a --cpu-prof file name (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile): 0 is the main thread. */
+export const threadOf = (file: string): number => Number(/\.(\d+)\.\d+\.cpuprofile$/.exec(file)?.[1] ?? 0);
+
 /** Every .cpuprofile in `dir`, main thread first. */
-export async function summarizeProfiles(dir: string): Promise<ProfileSummary[]> {
+export async function loadProfiles(dir: string): Promise<{ file: string; profile: CpuProfile }[]> {
   const files = (await readdir(dir).catch(() => [] as string[])).filter((name) => name.endsWith('.cpuprofile'));
-  const summaries = await Promise.all(
-    files.map(async (name) => summarizeProfile(JSON.parse(await readFile(join(dir, name), 'utf8')) as CpuProfile, join(dir, name))),
+  const loaded = await Promise.all(
+    files.map(async (name) => ({ file: join(dir, name), profile: JSON.parse(await readFile(join(dir, name), 'utf8')) as CpuProfile })),
   );
-  return summaries.sort((a, b) => a.thread - b.thread);
+  return loaded.sort((a, b) => threadOf(a.file) - threadOf(b.file));
 }

@@ -416,7 +416,12 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
   }
 
   if (results.profiles.length > 0) {
-    push('## CPU profiles of the servers (node --cpu-prof)', '', 'Self time of the busiest categories and functions, per server and thread (0 = the HTTP thread), as a share of non-idle samples.', '');
+    push(
+      '## CPU profiles of the servers (node --cpu-prof)',
+      '',
+      'Self time of the busiest categories and functions, per server and thread (0 = the HTTP thread), as a share of non-idle samples, and a flame graph of each thread (bench/lib/flame-graph.ts).',
+      '',
+    );
     for (const profile of results.profiles) {
       push(
         `### ${profile.config}, thread ${profile.thread} (busy ${num(profile.busyMs / 1000)} s of ${num(profile.wallMs / 1000)} s)`,
@@ -426,6 +431,7 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
         table(['function', 'self ms', 'share'], profile.functions.slice(0, 12).map((entry) => [`\`${entry.name}\``, Math.round(entry.selfMs), percent(entry.share)])),
         '',
       );
+      if (profile.flameGraph !== undefined) push(`Flame graph (hover a box for its time): [${profile.flameGraph}](${profile.flameGraph})`, '');
     }
   }
   return `${lines.join('\n')}\n`;

@@ -4,7 +4,7 @@
 // soak. Writes results.json, report.md and the plots into `out`.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -16,7 +16,8 @@ import { bestBatch, measureEngine, recheckEngine, type BatchTiming } from './eng
 import { measureImageEncoding } from './image-encoding.js';
 import { describeCell, measureCell, runLoad, type Cell } from './load.js';
 import { COMMON_FLAGS, CONFIGS, scenarioRequest, type ConfigName, type Plan } from './plan.js';
-import { summarizeProfiles } from './profile-summary.js';
+import { flameGraph } from './flame-graph.js';
+import { loadProfiles, summarizeProfile } from './profile-summary.js';
 import { writeReport } from './report.js';
 import { evaluateTargets, RESULTS_SCHEMA_VERSION, saturationCell, type HealthResults, type PytorchResults, type SuiteResults } from './results.js';
 import { ServerProcess } from './server-process.js';
@@ -45,6 +46,18 @@ const FALLBACK_MODEL = 'shapes-fixture';
 const METHOD_PREFERENCE = ['pg-sb', 'sb', 'teacher-init'];
 const ENGINE_INTRA_OP_THREADS = 2; // the service's default intraOpThreads, which every bench server keeps
 const GENERATED_IMAGES = 16;
+
+/** A server's CPU profiles summarised, each with its flame graph written beside the report. */
+async function profileResults(profileDir: string, config: string, out: string): Promise<SuiteResults['profiles']> {
+  const results: SuiteResults['profiles'] = [];
+  for (const { file, profile } of await loadProfiles(profileDir)) {
+    const summary = summarizeProfile(profile, file);
+    const flameFile = `flame-${config}-thread${summary.thread}.svg`;
+    await writeFile(join(out, flameFile), flameGraph(profile, `${config} server, thread ${summary.thread} (0: HTTP): ${(summary.busyMs / 1000).toFixed(1)} s busy of ${(summary.wallMs / 1000).toFixed(1)} s`));
+    results.push({ ...summary, config, flameGraph: flameFile });
+  }
+  return results;
+}
 
 /** The trained package the service would pick (pg-sb, then sb, then teacher-init; ties by id), else the fixture. */
 export async function defaultModel(modelsDir: string): Promise<string> {
@@ -265,7 +278,7 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
     } finally {
       await stopServer(server, config, log);
     }
-    if (options.profile) for (const summary of await summarizeProfiles(profileDir)) profiles.push({ ...summary, config });
+    if (options.profile) profiles.push(...(await profileResults(profileDir, config, options.out)));
   }
 
   // 5. Soak, on a fresh server.
@@ -297,7 +310,7 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
     } finally {
       await stopServer(server, 'soak', log);
     }
-    if (options.profile) for (const summary of await summarizeProfiles(profileDir)) profiles.push({ ...summary, config: 'soak' });
+    if (options.profile) profiles.push(...(await profileResults(profileDir, 'soak', options.out)));
   }
 
   // 6. The engine again at batch 1 and its best batch, so that drift in the machine's load shows (and the targets
