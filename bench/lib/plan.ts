@@ -210,7 +210,7 @@ export const USAGE = `node dist/bench/suite.js [flags]     (npm run bench / npm 
   --soak-seconds=N    soak duration; 0 skips it (default 0 quick, 600 full)
   --only=a,b          only these sections: ${SECTIONS.join(', ')}
   --note=TEXT         a caveat printed at the top of the report (e.g. "taken on a loaded machine")
-  --profile           run the servers under node --cpu-prof and summarise where their main thread spends time`;
+  --profile           run the servers under node --cpu-prof: per-thread self-time tables and flame graphs (SVG)`;
 
 export function parseCli(argv: readonly string[]): CliOptions {
   const values = new Map<string, string>();

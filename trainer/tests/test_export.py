@@ -7,7 +7,9 @@ import json
 import os
 import shutil
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
@@ -160,6 +162,37 @@ def plain_student_latents(models, noise, states):
     student = export.plain_unet(models)
     with torch.no_grad():
         return diffusion.one_step_generate(student, noise, states)
+
+
+def test_exact_float16_initializers_are_stored_as_halves_with_a_cast():
+    big = np.arange(2048, dtype=np.float32) / 8  # exact float16 values
+    inexact = np.full(2048, 0.1, dtype=np.float32)  # 0.1 is not a float16 number
+    small = np.ones(1, dtype=np.float32)  # exact, but below the size limit
+    initializers = [onnx.numpy_helper.from_array(a, n) for a, n in ((big, "big"), (inexact, "inexact"), (small, "small"))]
+    nodes = [onnx.helper.make_node("Sum", ["big", "inexact", "x"], ["s"]), onnx.helper.make_node("Mul", ["s", "small"], ["y"])]
+    value = lambda name, n: onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [n])
+    graph = onnx.helper.make_graph(nodes, "g", [value("x", 2048)], [value("y", 2048)], initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert export.store_exact_halves(model.graph) == big.nbytes // 2
+    onnx.checker.check_model(model, full_check=True)
+    stored = {i.name: i for i in model.graph.initializer}
+    assert sorted(stored) == ["big__float16", "inexact", "small"]
+    assert stored["big__float16"].data_type == onnx.TensorProto.FLOAT16 and len(stored["big__float16"].raw_data) == 4096
+    assert np.array_equal(onnx.numpy_helper.to_array(stored["big__float16"]).astype(np.float32), big)
+    cast = model.graph.node[0]
+    assert (cast.op_type, list(cast.input), list(cast.output)) == ("Cast", ["big__float16"], ["big"])
+    assert [n.op_type for n in model.graph.node] == ["Cast", "Sum", "Mul"]
+
+
+def test_the_generator_stores_the_student_in_float16_and_the_vae_in_float32(exported, models):
+    graph = onnx.load(str(exported[0] / "generator.onnx")).graph
+    halves = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    student_weights = sum(p.numel() for p in models.student.parameters() if p.numel() >= export.HALF_MIN_ELEMENTS)
+    assert sum(np.prod(i.dims) for i in graph.initializer if i.name in halves) == student_weights
+    assert len([n for n in graph.node if n.op_type == "Cast" and n.input[0] in halves]) == len(halves)
+    # the random VAE's float32 weights are not float16 numbers: they stay as they are
+    assert any(i.data_type == onnx.TensorProto.FLOAT and "decoder" in i.name and np.prod(i.dims) >= 1024
+               for i in graph.initializer)
 
 
 def test_nasa_scale_zero_is_exactly_the_plain_student(models):
