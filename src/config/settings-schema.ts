@@ -67,8 +67,8 @@ export const SettingsSchema = Type.Object(
       type: 'string',
       default: 'block',
       description:
-        'how idle onnxruntime intra-op threads wait for work: block (sleep), or spin (busy-wait: about 4 ms less per ' +
-        'batch-1 call on 2 cores, but about 20 ms more CPU per isolated request; see the README, Performance)',
+        'how idle onnxruntime intra-op threads wait for work: block (sleep), or spin (busy-wait: 3-8 ms less per ' +
+        'batch-1 call on 2 cores, but about 40 ms more CPU per isolated request; see the README, Performance)',
     }),
     maxBatch: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'most images in one generator call' }),
     maxQueueRows: Type.Integer({
