@@ -462,6 +462,7 @@ def run(settings, out_dir: str) -> int:
             return EXIT_CODES.get(checkpoints.stop.signal_name, 143)
     distributed.cleanup()
     if not dist_info.is_master:
+        distributed.finish(dist_info)  # under torchrun: exits here
         return 0
     if step > start_step:  # evaluated at its last step, rounded as stored
         metrics = final_metrics
@@ -472,10 +473,12 @@ def run(settings, out_dir: str) -> int:
     student_path = write_student(settings, distillation.student, step, final)
     if not settings["write_package"]:
         print(json.dumps({"event": "student", "student": student_path, "steps": step, "metrics": final}), flush=True)
+        distributed.finish(dist_info)  # under torchrun: exits here
         return 0
     manifest = export_student(settings, student_path, out_dir)
     print(json.dumps({"event": "exported", "model_id": manifest["id"], "package": out_dir, "student": student_path,
                       "steps": step, "metrics": final}), flush=True)
+    distributed.finish(dist_info)  # under torchrun: exits here
     return 0
 
 

@@ -184,7 +184,7 @@ def main(argv):
                     temperature=1.0 / clip.logit_scale.exp().item())
         if checkpoints.after_step(step, final=step == config["max_steps"]):
             sys.exit(143)
-    distributed.cleanup()
+    distributed.finish(dist_info)
 
 
 if __name__ == "__main__":

@@ -258,7 +258,7 @@ def main(argv):
             step_started = time.time()
         if checkpoints.after_step(step, final=step == config["max_steps"]):
             sys.exit(143)
-    distributed.cleanup()
+    distributed.finish(dist_info)
 
 
 if __name__ == "__main__":

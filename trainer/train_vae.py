@@ -171,7 +171,7 @@ def main(argv):
             log.log(step, **metrics)
         if checkpoints.after_step(step, final=step == config["max_steps"]):
             sys.exit(143)
-    distributed.cleanup()
+    distributed.finish(dist_info)
 
 
 if __name__ == "__main__":
