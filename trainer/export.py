@@ -165,9 +165,11 @@ def store_exact_halves(graph, min_elements=HALF_MIN_ELEMENTS) -> int:
     for initializer in graph.initializer:
         if initializer.data_type != onnx.TensorProto.FLOAT or initializer.name in graph_inputs:
             continue
+        if np.prod(initializer.dims) < min_elements:
+            continue
         values = onnx.numpy_helper.to_array(initializer)
         halves = values.astype(np.float16)
-        if values.size < min_elements or not np.array_equal(halves.astype(np.float32), values):
+        if not np.array_equal(halves.astype(np.float32), values):
             continue
         name = initializer.name
         # raw_data, as torch writes float32 (numpy_helper.from_array puts float16 into int32_data)

@@ -3,7 +3,7 @@
 // Idle time is left out, so the root is the thread's busy time. Boxes narrower than MIN_SHARE of it are not drawn
 // (their time still widens their callers). Colors follow categoryOf (a package, a folder of src/, Node's internals);
 // every box has a tooltip with its function, place, milliseconds and share.
-import { categoryOf, selfTimes, type CpuProfile, type ProfileNode } from './profile-summary.js';
+import { IDLE_FRAME, categoryOf, frameLabel, selfTimes, type CpuProfile } from './profile-summary.js';
 import { escape } from './svg-plot.js';
 
 export interface FlameBox {
@@ -22,14 +22,6 @@ const ROW = 16;
 const TOP = 28;
 const CHAR_PX = 6.2;
 
-const IDLE = '(idle)';
-
-function label(node: ProfileNode): string {
-  const { functionName, url, lineNumber } = node.callFrame;
-  const where = url === '' ? '' : ` ${url.replace(/^.*\/(node_modules|dist)\//, '$1/')}:${lineNumber + 1}`;
-  return `${functionName || '(anonymous)'}${where}`;
-}
-
 /** The boxes to draw, callers before callees. */
 export function flameBoxes(profile: CpuProfile, minShare = MIN_SHARE): FlameBox[] {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
@@ -37,7 +29,7 @@ export function flameBoxes(profile: CpuProfile, minShare = MIN_SHARE): FlameBox[
   const totals = new Map<number, number>();
   const total = (id: number): number => {
     const node = nodes.get(id)!;
-    if (node.callFrame.functionName === IDLE) return 0;
+    if (node.callFrame.functionName === IDLE_FRAME) return 0;
     const sum = (self.get(id) ?? 0) + (node.children ?? []).reduce((acc, child) => acc + total(child), 0);
     totals.set(id, sum);
     return sum;
@@ -50,7 +42,7 @@ export function flameBoxes(profile: CpuProfile, minShare = MIN_SHARE): FlameBox[
     const node = nodes.get(id)!;
     const micros = totals.get(id) ?? 0;
     if (micros / rootMicros < minShare) return;
-    boxes.push({ name: label(node), category: categoryOf(node.callFrame.url, node.callFrame.functionName), x, width: micros / rootMicros, depth, ms: micros / 1000 });
+    boxes.push({ name: frameLabel(node.callFrame), category: categoryOf(node.callFrame.url, node.callFrame.functionName), x, width: micros / rootMicros, depth, ms: micros / 1000 });
     let offset = x;
     const children = [...(node.children ?? [])].sort((a, b) => (totals.get(b) ?? 0) - (totals.get(a) ?? 0));
     for (const child of children) {

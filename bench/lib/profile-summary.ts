@@ -54,6 +54,15 @@ export function selfTimes(profile: CpuProfile): Map<number, number> {
   return selfByNode;
 }
 
+/** The name of V8's idle pseudo-frame: time the thread waited for work. */
+export const IDLE_FRAME = '(idle)';
+
+/** "function place:line" of a frame, places shortened to node_modules/... or dist/... */
+export function frameLabel({ functionName, url, lineNumber }: ProfileNode['callFrame']): string {
+  const where = url === '' ? '' : ` ${url.replace(/^.*\/(node_modules|dist)\//, '$1/')}:${lineNumber + 1}`;
+  return `${functionName || '(anonymous)'}${where}`;
+}
+
 export function summarizeProfile(profile: CpuProfile, file: string, top = 15): ProfileSummary {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
   const selfByNode = selfTimes(profile);
@@ -61,11 +70,11 @@ export function summarizeProfile(profile: CpuProfile, file: string, top = 15): P
   const byCategory = new Map<string, number>();
   let busy = 0;
   for (const [id, micros] of selfByNode) {
-    const { functionName, url, lineNumber } = nodes.get(id)!.callFrame;
-    if (functionName === '(idle)') continue;
+    const frame = nodes.get(id)!.callFrame;
+    const { functionName, url } = frame;
+    if (functionName === IDLE_FRAME) continue;
     busy += micros;
-    const where = url === '' ? '' : ` ${url.replace(/^.*\/(node_modules|dist)\//, '$1/')}:${lineNumber + 1}`;
-    const name = `${functionName || '(anonymous)'}${where}`;
+    const name = frameLabel(frame);
     byFunction.set(name, (byFunction.get(name) ?? 0) + micros);
     const category = categoryOf(url, functionName);
     byCategory.set(category, (byCategory.get(category) ?? 0) + micros);
