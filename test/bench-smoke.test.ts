@@ -60,7 +60,7 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
   // results.json is what runSuite returned.
   const written = JSON.parse(await readFile(join(out, 'results.json'), 'utf8')) as SuiteResults;
   assert.deepEqual(written, JSON.parse(JSON.stringify(results)));
-  assert.equal(written.schemaVersion, 1);
+  assert.equal(written.schemaVersion, 2);
   assert.equal(written.kind, 'smoke');
   assert.equal(written.note, 'smoke test');
   assert.equal(written.model.id, 'shapes-fixture');
@@ -120,6 +120,16 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
     }
   }
 
+  // One connection against the raw engine, interleaved: every block ran its calls.
+  assert.ok(written.latency !== null);
+  assert.deepEqual([written.latency.rounds, written.latency.callsPerBlock], [plan.latency.rounds, plan.latency.callsPerBlock]);
+  for (const key of ['engineMs', 'serviceMs', 'healthzMs'] as const) {
+    assert.equal(written.latency[key].count, plan.latency.rounds * plan.latency.callsPerBlock, `latency.${key}: one sample per call`);
+    for (const stat of ['p50', 'p90', 'mean', 'max'] as const) assertFinite(written.latency[key][stat], `latency.${key}.${stat}`);
+  }
+  assert.equal(written.latency.gapMs, written.latency.serviceMs.p50 - written.latency.engineMs.p50);
+  assert.equal(written.targets.find((target) => target.id === 'single-connection-latency')?.value, written.latency.gapMs);
+
   // The soak.
   assert.ok(written.soak !== null);
   assert.ok(written.soak.points.length > 0, 'RSS was sampled');
@@ -147,7 +157,7 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
   const report = await readFile(join(out, 'report.md'), 'utf8');
   assert.match(report, /^# snoopi-serve benchmark \(smoke\)/);
   assert.match(report, /> \*\*Caveat: smoke test\*\*/);
-  for (const heading of ['## Targets', '## Raw engine and PyTorch eager', '## The service under load', '## /healthz under saturation', '## Where a request spends its time', '## Image encoding', '## Soak']) {
+  for (const heading of ['## Targets', '## Raw engine and PyTorch eager', '## The service under load', '## /healthz under saturation', '## Where a request spends its time', '## One connection against the raw engine, interleaved', '## Image encoding', '## Soak']) {
     assert.ok(report.includes(heading), `report.md has ${heading}`);
   }
   for (const plot of ['engine-vs-pytorch.svg', 'latency-vs-throughput.svg', 'time-per-request.svg', 'soak-rss.svg']) {

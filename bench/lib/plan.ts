@@ -87,8 +87,8 @@ export interface CellGroup {
   connections: number[];
 }
 
-export type Section = 'pytorch' | 'engine' | 'images' | 'service' | 'health' | 'timings' | 'soak';
-export const SECTIONS: readonly Section[] = ['pytorch', 'engine', 'images', 'service', 'health', 'timings', 'soak'];
+export type Section = 'pytorch' | 'engine' | 'images' | 'service' | 'health' | 'timings' | 'latency' | 'soak';
+export const SECTIONS: readonly Section[] = ['pytorch', 'engine', 'images', 'service', 'health', 'timings', 'latency', 'soak'];
 
 export interface Plan {
   kind: 'quick' | 'full' | 'smoke';
@@ -101,6 +101,8 @@ export interface Plan {
   health: { seconds: number; generateConnections: number; probeConnections: number; probeRatePerConnection: number };
   /** Server-Timing sampled with fetch: sequential requests, then `loadedInFlight` concurrent loops. */
   timings: { requests: number; loadedInFlight: number };
+  /** One connection against the raw engine, interleaved: `rounds` x (engine, POST /generate, GET /healthz blocks). */
+  latency: { rounds: number; callsPerBlock: number };
   /** 0: no soak. */
   soak: { seconds: number; loadFraction: number; connections: number; sampleSeconds: number };
 }
@@ -110,7 +112,7 @@ const QUICK_SATURATION = 64;
 export function quickPlan(): Plan {
   return {
     kind: 'quick',
-    sections: ['pytorch', 'engine', 'images', 'service', 'health', 'timings'],
+    sections: ['pytorch', 'engine', 'images', 'service', 'health', 'timings', 'latency'],
     engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, spinningBatches: [1, 16] },
     pytorch: { batches: [1, 4, 16, 64], secondsPerBatch: 1.5, minRuns: 2, threads: [2, 1] },
     images: { rounds: 200, sweep: false },
@@ -136,6 +138,7 @@ export function quickPlan(): Plan {
     },
     health: { seconds: 5, generateConnections: QUICK_SATURATION, probeConnections: 4, probeRatePerConnection: 50 },
     timings: { requests: 100, loadedInFlight: 16 },
+    latency: { rounds: 10, callsPerBlock: 30 },
     soak: { seconds: 0, loadFraction: 0.8, connections: QUICK_SATURATION, sampleSeconds: 1 },
   };
 }
@@ -167,6 +170,7 @@ export function fullPlan(): Plan {
     },
     health: { seconds: 10, generateConnections: 64, probeConnections: 4, probeRatePerConnection: 50 },
     timings: { requests: 300, loadedInFlight: 16 },
+    latency: { rounds: 20, callsPerBlock: 40 },
     soak: { seconds: 600, loadFraction: 0.8, connections: 64, sampleSeconds: 1 },
   };
 }
@@ -189,6 +193,7 @@ export function smokePlan(): Plan {
     },
     health: { seconds: 1, generateConnections: 4, probeConnections: 1, probeRatePerConnection: 20 },
     timings: { requests: 4, loadedInFlight: 2 },
+    latency: { rounds: 2, callsPerBlock: 2 },
     soak: { seconds: 2, loadFraction: 0.5, connections: 2, sampleSeconds: 0.25 },
   };
 }

@@ -243,6 +243,13 @@ function diagnose(results: SuiteResults): string[] {
         '(image encoding, JSON serialisation, socket writes, log lines; one request per turn of the event loop), and that thread shares the cores with the engine.',
     );
   }
+  if (results.latency !== null) {
+    const { latency } = results;
+    lines.push(
+      `One connection (interleaved with the raw engine): POST /generate p50 ${num(latency.serviceMs.p50)} ms against the engine's batch-1 p50 ${num(latency.engineMs.p50)} ms, ` +
+        `${num(latency.gapMs)} ms more; an empty round trip on the same connection (GET /healthz) takes ${num(latency.healthzMs.p50)} ms of that.`,
+    );
+  }
   const spinLine = spinningTradeOff(results);
   if (spinLine !== undefined) lines.push(spinLine);
   const loadBefore = results.machine.loadAverageBefore[0]!;
@@ -291,7 +298,7 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
         '(CPU cores: CPU time of the timing process, every thread, over wall time -- the cores it actually got). ' +
         `Best: ${num(results.engine.best.imagesPerSecond)} img/s at batch ${results.engine.best.batch}. ` +
         (results.engine.recheck.length > 0
-          ? `"engine again": batch 1 and the best batch timed once more at the end of the run; the targets use the faster of the two (${num(engineBest(results.engine).imagesPerSecond)} img/s).`
+          ? `"engine again": batch 1 and the best batch timed once more at the end of the run; the saturation targets use the faster best batch of the two (${num(engineBest(results.engine).imagesPerSecond)} img/s).`
           : ''),
       '',
     );
@@ -385,6 +392,30 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
       '',
     );
     if (plots.timings) push(`![time per request](${PLOTS.timings})`, '');
+  }
+
+  if (results.latency !== null) {
+    const { latency } = results;
+    push(
+      '## One connection against the raw engine, interleaved',
+      '',
+      `The single-connection target, measured so that drift in the machine's load falls on both sides alike: ${latency.rounds} rounds, each a block of ${latency.callsPerBlock} ` +
+        `batch-1 calls of the raw engine (in the bench process, NASA scale 0 like the service's request), ${latency.callsPerBlock} sequential POST /generate ` +
+        `(repeated prompt, JSON answer) and ${latency.callsPerBlock} GET /healthz on one keep-alive connection (node:http). /healthz is an HTTP round trip with ` +
+        'no work behind it: the floor of any request on this machine.',
+      '',
+      table(
+        ['calls', 'count', 'p50 ms', 'p90 ms', 'mean ms', 'max ms'],
+        (
+          [
+            ['raw engine, batch 1', latency.engineMs],
+            ['POST /generate', latency.serviceMs],
+            ['GET /healthz', latency.healthzMs],
+          ] as const
+        ).map(([name, stats]) => [name, stats.count, num(stats.p50), num(stats.p90), num(stats.mean), num(stats.max)]),
+      ),
+      '',
+    );
   }
 
   if (results.imageEncoding !== null) {

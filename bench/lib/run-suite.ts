@@ -17,6 +17,7 @@ import { measureImageEncoding } from './image-encoding.js';
 import { describeCell, measureCell, runLoad, type Cell } from './load.js';
 import { COMMON_FLAGS, CONFIGS, scenarioRequest, type ConfigName, type Plan } from './plan.js';
 import { flameGraph } from './flame-graph.js';
+import { measureInterleavedLatency, type InterleavedLatency } from './interleaved-latency.js';
 import { loadProfiles, summarizeProfile } from './profile-summary.js';
 import { writeReport } from './report.js';
 import { evaluateTargets, RESULTS_SCHEMA_VERSION, saturationCell, type HealthResults, type PytorchResults, type SuiteResults } from './results.js';
@@ -201,7 +202,8 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
   const profiles: SuiteResults['profiles'] = [];
   const serverFlags: SuiteResults['serverFlags'] = {};
   const configs = new Set<ConfigName>(has('service') ? plan.service.groups.map((group) => group.config) : []);
-  if (has('health') || has('timings')) configs.add('batch-on');
+  if (has('health') || has('timings') || has('latency')) configs.add('batch-on');
+  let latency: InterleavedLatency | null = null;
   // The servers run in the repository root: a registry inside it is named relative to it, so reports carry no local paths.
   const modelsFlag = relative(repoRoot, modelsDir).startsWith('..') ? modelsDir : relative(repoRoot, modelsDir) || '.';
   const flagsOf = (config: ConfigName) => [`--models-dir=${modelsFlag}`, `--active-model=${modelId}`, ...COMMON_FLAGS, ...CONFIGS[config].flags];
@@ -275,6 +277,13 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
           log(`timings ${sample.label}: ${Object.entries(sample.meanMs).map(([phase, ms]) => `${phase} ${ms.toFixed(2)}`).join(', ')} ms (mean)`);
         }
       }
+      if (config === 'batch-on' && has('latency')) {
+        latency = await measureInterleavedLatency({ packageDir, manifest, intraOpThreads: ENGINE_INTRA_OP_THREADS, serverUrl: server.url, request: repeated, ...plan.latency });
+        log(
+          `one connection, interleaved: service p50 ${latency.serviceMs.p50.toFixed(2)} ms, engine batch 1 p50 ${latency.engineMs.p50.toFixed(2)} ms ` +
+            `(gap ${latency.gapMs.toFixed(2)} ms), /healthz p50 ${latency.healthzMs.p50.toFixed(2)} ms`,
+        );
+      }
     } finally {
       await stopServer(server, config, log);
     }
@@ -325,7 +334,7 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
     log(`engine again: ${engine.recheck.map((timing) => `b${timing.batch} ${timing.medianMs.toFixed(2)} ms ${timing.imagesPerSecond.toFixed(0)} img/s`).join(', ')}`);
   }
 
-  const partial = { engine, pytorch, service, health, soak };
+  const partial = { engine, pytorch, service, health, latency, soak };
   const results: SuiteResults = {
     schemaVersion: RESULTS_SCHEMA_VERSION,
     kind: plan.kind,
@@ -363,6 +372,7 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
     service,
     health,
     timings,
+    latency,
     soak,
     profiles,
     targets: evaluateTargets(partial),
