@@ -7,6 +7,9 @@
 #     SMOKE=1 bash trainer/train_world.sh            (tiny sizes, a few steps: checks the pipeline on any machine)
 #     STAGES="4 5" STUDENTS="shapes-unet-eps-pgsb shapes-unet-eps-sb" ... (more time for some students, on the
 #     committed teachers; stage 5 then evaluates only the students)
+#     TEACHER_INIT=models/base RUNS=runs/world3 ... (stage 2 continues the committed teachers: train_teacher init_from,
+#     fresh optimizer, lr TEACHER_LR, default 3e-4, instead of training from scratch at 1e-3 / 5e-4 for the DiT)
+#     STUDENT_LR=1e-4 ... (the students' AdamW lr, default 3e-5)
 #
 # 1. encode the teachers' training set once ($RUNS/cache, shared by the three runs)
 # 2. train unet-eps, unet-v and dit concurrently, each fitted to TEACHER_S seconds (train_teacher time_budget_s)
@@ -75,12 +78,13 @@ fi
 if [[ $STAGES == *" 2 "* ]]; then
 stage "2. teachers, $TEACHER_S s each"
 for b in "${BACKBONES[@]}"; do
-  lr=1e-3; model=("${UNET_MODEL[@]}")
+  lr=1e-3; model=("${UNET_MODEL[@]}"); init=()
   if [ "$b" = dit ]; then lr=5e-4; model=("${DIT_MODEL[@]}"); fi
+  if [ -n "${TEACHER_INIT:-}" ]; then lr=3e-4; init=(--init_from="$TEACHER_INIT/teacher-$b.pt" --warmup_steps=100); fi
   run "teacher-$b" "$PYTHON" -m trainer.train_teacher "trainer/configs/teacher-$b.json" --device="$DEVICE" \
-    --dataset_size=$DATASET --cache_dir="$RUNS/cache" --batch_size=$TEACHER_BATCH --learning_rate=$lr \
+    --dataset_size=$DATASET --cache_dir="$RUNS/cache" --batch_size=$TEACHER_BATCH --learning_rate="${TEACHER_LR:-$lr}" \
     --time_budget_s="$TEACHER_S" \
-    --threads=2 --out_dir="$RUNS/teacher-$b" "${TEACHER_EXTRA[@]}" "${model[@]}"
+    --threads=2 --out_dir="$RUNS/teacher-$b" "${TEACHER_EXTRA[@]}" "${model[@]}" "${init[@]}"
 done
 join
 fi
@@ -105,7 +109,7 @@ distill() {  # name backbone method [extra keys]
   [ -z "$STUDENTS" ] || [[ " $STUDENTS " == *" $name "* ]] || return 0
   run "distill-$name" "$PYTHON" -m trainer.distill --config "trainer/configs/distill-$backbone.json" \
     --out "$RUNS/packages/$name" --backbone="$TEACHERS/teacher-$backbone.pt" --method="$method" \
-    --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr=3e-5 --device="$DEVICE" --write_package=false \
+    --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr="${STUDENT_LR:-3e-5}" --device="$DEVICE" --write_package=false \
     --run_dir="$RUNS/distill/$name" "${DISTILL_EXTRA[@]}" "$@"
 }
 for b in "${BACKBONES[@]}"; do

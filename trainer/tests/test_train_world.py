@@ -47,3 +47,16 @@ def test_smoke_run_trains_distils_evaluates_and_bundles(tmp_path):
     assert any(name.endswith("distill/shapes-dit-pgsb/student.pt") for name in students)
     assert not any(name.endswith("distill/shapes-dit-sb/student.pt") for name in students)  # only *pgsb by default
     assert any(name.endswith("results/shapes-dit-sb.json") for name in students)
+
+    # TEACHER_INIT: a second world continues the first one's teacher (init_from) instead of training from scratch
+    runs2 = tmp_path / "runs2"
+    env2 = dict(env, RUNS=str(runs2), STAGES="1 2 3", TEACHER_INIT=str(runs / "base"))
+    del env2["BUNDLE"]
+    result = subprocess.run(["bash", "trainer/train_world.sh"], cwd=REPO, env=env2, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    continued = json.loads((runs2 / "base" / "teacher-dit.json").read_text())
+    assert continued["init"]["path"] == str(runs / "base" / "teacher-dit.pt")
+    assert continued["init"]["steps"] == record["steps"]
+    assert continued["total_steps"] == record["steps"] + continued["steps"]
+    assert continued["recipe"]["learning_rate"] == 3e-4
