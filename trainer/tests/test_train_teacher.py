@@ -116,11 +116,16 @@ def test_bad_model_config_exits_2(encoders, tmp_path):
 def test_configs_parse():
     from trainer.configurator import configure
     paths = sorted(glob.glob("trainer/configs/teacher-*.json"))
-    assert len(paths) == 4
+    assert [os.path.basename(path) for path in paths] == [
+        "teacher-dit.json", "teacher-unet-eps-continue.json", "teacher-unet-eps.json", "teacher-unet-v-continue.json",
+        "teacher-unet-v.json"]
     for path in paths:
         config = configure(train_teacher.DEFAULTS, [path])
         assert os.path.basename(path).startswith(f"teacher-{config['backbone']}")
         sample.build_backbone(config["backbone"], config["model"])
+        if config["init_from"]:  # a continuation starts from the committed teacher of its own backbone
+            assert config["init_from"] == f"models/base/teacher-{config['backbone']}.pt"
+            assert os.path.isfile(config["init_from"])
 
 
 def test_alignment_of_real_images_is_perfect_and_split_by_object_count():
