@@ -461,26 +461,22 @@ def run(settings, out_dir: str) -> int:
         if checkpoints.after_step(step, final=step == total):
             return EXIT_CODES.get(checkpoints.stop.signal_name, 143)
     distributed.cleanup()
-    if not dist_info.is_master:
-        distributed.finish(dist_info)  # under torchrun: exits here
-        return 0
-    if step > start_step:  # evaluated at its last step, rounded as stored
-        metrics = final_metrics
-    else:  # resumed a finished run: evaluate the stored form of what the checkpoint holds
-        distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
-        metrics = probe(distillation.student)
-    final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
-    student_path = write_student(settings, distillation.student, step, final)
-    if not settings["write_package"]:
-        print(json.dumps({"event": "student", "student": student_path, "steps": step, "metrics": final}), flush=True)
-        distributed.finish(dist_info)  # under torchrun: exits here
-        return 0
-    manifest = export_student(settings, student_path, out_dir)
-    print(json.dumps({"event": "exported", "model_id": manifest["id"], "package": out_dir, "student": student_path,
-                      "steps": step, "metrics": final}), flush=True)
+    if dist_info.is_master:
+        if step > start_step:  # evaluated at its last step, rounded as stored
+            metrics = final_metrics
+        else:  # resumed a finished run: evaluate the stored form of what the checkpoint holds
+            distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
+            metrics = probe(distillation.student)
+        final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
+        student_path = write_student(settings, distillation.student, step, final)
+        if settings["write_package"]:
+            manifest = export_student(settings, student_path, out_dir)
+            event = {"event": "exported", "model_id": manifest["id"], "package": out_dir, "student": student_path}
+        else:
+            event = {"event": "student", "student": student_path}
+        print(json.dumps(dict(event, steps=step, metrics=final)), flush=True)
     distributed.finish(dist_info)  # under torchrun: exits here
     return 0
-
 
 def main(argv):
     config_files, overrides, out_dir = parse_command_line(argv)
