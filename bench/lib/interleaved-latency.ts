@@ -6,7 +6,7 @@
 import { Agent, request as httpRequest } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { ModelManifest } from '../../src/registry/model-manifest.js';
-import { generatorInputs, openEngine } from './engine-throughput.js';
+import { generateCopies, generatorInputs, openEngine } from './engine-throughput.js';
 import type { ScenarioRequest } from './plan.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -66,15 +66,8 @@ export async function measureInterleavedLatency(options: {
   const url = new URL(options.serverUrl);
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const engine = await openEngine(options.packageDir, manifest, options.intraOpThreads);
-  const inputs = generatorInputs(manifest, 1);
-  const generate = () =>
-    engine.generate({
-      noise: inputs.noise.slice(),
-      encoderHiddenStates: inputs.states.slice(),
-      negativeEncoderHiddenStates: inputs.negativeStates.slice(),
-      nasaScale: new Float32Array(1),
-      batch: 1,
-    });
+  const inputs = { ...generatorInputs(manifest, 1), nasaScale: new Float32Array(1) };
+  const generate = () => generateCopies(engine, inputs, 1);
   const post = async () => {
     const answer = await send(agent, url, 'POST', '/generate', options.request);
     if (answer.status !== 200) throw new Error(`interleaved latency: POST /generate answered ${answer.status}: ${answer.body.toString().slice(0, 200)}`);
