@@ -11,7 +11,7 @@ export function serviceOptions(settings: Settings): GenerationServiceOptions {
     modelsDir: settings.modelsDir,
     executionProvider: settings.executionProvider,
     intraOpThreads: settings.intraOpThreads,
-    allowSpinning: settings.intraOpWait === 'spin',
+    intraOpWait: settings.intraOpWait,
     maxBatch: settings.maxBatch,
     maxQueueRows: settings.maxQueueRows,
     deadlineMs: settings.deadlineMs,

@@ -60,7 +60,7 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
   // results.json is what runSuite returned.
   const written = JSON.parse(await readFile(join(out, 'results.json'), 'utf8')) as SuiteResults;
   assert.deepEqual(written, JSON.parse(JSON.stringify(results)));
-  assert.equal(written.schemaVersion, 2);
+  assert.equal(written.schemaVersion, 3);
   assert.equal(written.kind, 'smoke');
   assert.equal(written.note, 'smoke test');
   assert.equal(written.model.id, 'shapes-fixture');
@@ -71,6 +71,10 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
   assertTimings(written.engine.batches, plan.engine.batches, 'engine.batches');
   assert.ok(plan.engine.batches.includes(written.engine.best.batch));
   assertTimings(written.engine.recheck, [...new Set([1, written.engine.best.batch])], 'engine.recheck');
+  // The service's default intra-op wait, then each other mode at the plan's batches.
+  assert.equal(written.engine.intraOpWait, 'spin-in-call');
+  assert.deepEqual(written.engine.otherWaits.map((other) => other.wait), ['block', 'spin']);
+  for (const other of written.engine.otherWaits) assertTimings(other.batches, plan.engine.otherWaitBatches, `engine.otherWaits[${other.wait}]`);
   if (existsSync(PYTHON)) {
     assert.ok(written.pytorch !== null && 'runs' in written.pytorch, `pytorch ran: ${JSON.stringify(written.pytorch)}`);
     assert.deepEqual(written.pytorch.runs.map((run) => run.threads), plan.pytorch.threads);
@@ -160,6 +164,9 @@ test('the bench harness runs every section on a minimal grid and writes a well-f
   for (const heading of ['## Targets', '## Raw engine and PyTorch eager', '## The service under load', '## /healthz under saturation', '## Where a request spends its time', '## One connection against the raw engine, interleaved', '## Image encoding', '## Soak']) {
     assert.ok(report.includes(heading), `report.md has ${heading}`);
   }
+  // The engine table has a column group per other intra-op wait mode, and the plot a series.
+  for (const wait of ['block', 'spin']) assert.ok(report.includes(`| engine ${wait} median ms |`), `report.md has the engine ${wait} columns`);
+  assert.ok((await readFile(join(out, 'engine-vs-pytorch.svg'), 'utf8')).includes('engine, intra-op wait block'));
   for (const plot of ['engine-vs-pytorch.svg', 'latency-vs-throughput.svg', 'time-per-request.svg', 'soak-rss.svg']) {
     const svg = await readFile(join(out, plot), 'utf8');
     assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/, `${plot} is an SVG`);

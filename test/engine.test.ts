@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createEngine, type Engine, type EngineLog } from '../src/engine/engine.js';
+import { INTRA_OP_WAITS } from '../src/engine/intra-op-wait.js';
 import { feedMismatches } from '../src/engine/onnx-runtime.js';
 import { loadManifest, type ModelManifest } from '../src/registry/model-manifest.js';
 import { seededNoise } from '../src/noise/seeded-noise.js';
@@ -128,6 +129,27 @@ test('generate gives uint8 [B, H, W, 3]; a row in batches of 1, 3 and 8 is the s
   for (const scale of [0, manifest.nasa.max_scale]) {
     const alone = await run(1, scale);
     for (const batch of [3, 8]) assert.ok(maxAbsDifference(await run(batch, scale), alone) <= 1, `batch ${batch}, scale ${scale}`);
+  }
+});
+
+test('every intra-op wait mode opens on the real onnxruntime and gives the same pixels', { skip }, async () => {
+  const { noise: noiseSize } = sizes();
+  const positive = await embed('a red circle on a white background');
+  const inputs = () => ({
+    noise: seededNoise(7, noiseSize),
+    encoderHiddenStates: positive.slice(),
+    negativeEncoderHiddenStates: positive.slice(),
+    nasaScale: new Float32Array(1),
+    batch: 1,
+  });
+  const reference = await engine.generate(inputs());
+  for (const intraOpWait of INTRA_OP_WAITS) {
+    const other = await createEngine({ packageDir: PACKAGE_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 2, intraOpWait });
+    try {
+      assert.deepEqual(await other.generate(inputs()), reference, intraOpWait);
+    } finally {
+      await other.close();
+    }
   }
 });
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from '../src/config/paths.js';
 import { SettingsError, loadSettings, resolveSettings } from '../src/config/settings.js';
+import { INTRA_OP_WAITS, intraOpWaitEntries } from '../src/engine/intra-op-wait.js';
 import { serviceOptions } from '../src/serve.js';
 
 const defaults = {
@@ -18,7 +19,7 @@ const defaults = {
   k8sPollMs: 5000,
   executionProvider: 'cpu',
   intraOpThreads: 2,
-  intraOpWait: 'block',
+  intraOpWait: 'spin-in-call',
   maxBatch: 16,
   maxQueueRows: 256,
   deadlineMs: 10000,
@@ -114,7 +115,7 @@ test('a bad value stops the start with a message naming the setting and its sour
     [['--prot=1'], {}, 'Unknown argument "--prot=1"; known flags: --port, --host, --models-dir, --active-model, --admin-token, --jobs-dir, --base-models-dir, --job-runner, --max-running-jobs, --job-cancel-grace-ms, --trainer-python, --trainer-config, --k8s-namespace, --k8s-job-template, --k8s-poll-ms, --execution-provider, --intra-op-threads, --intra-op-wait, --max-batch, --max-queue-rows, --deadline-ms, --cache-bytes, --body-limit, --shutdown-grace-ms, --log-level, --request-log'],
     [['--port'], {}, 'Missing value for --port'],
     [['--job-runner=slurm'], {}, 'Invalid setting --job-runner: must be one of local, kubernetes, got "slurm"'],
-    [[], { SNOOPI_INTRA_OP_WAIT: 'true' }, 'Invalid setting SNOOPI_INTRA_OP_WAIT (environment): must be one of block, spin, got "true"'],
+    [[], { SNOOPI_INTRA_OP_WAIT: 'true' }, 'Invalid setting SNOOPI_INTRA_OP_WAIT (environment): must be one of block, spin-in-call, spin, got "true"'],
     [[], { SNOOPI_MAX_RUNNING_JOBS: '0' }, 'Invalid setting SNOOPI_MAX_RUNNING_JOBS (environment): must be between 1 and 64, got 0'],
   ];
   for (const [argv, env, message] of cases) {
@@ -134,8 +135,19 @@ test('overrides given in code are validated too', () => {
 });
 
 test('the engine options follow the settings: intra-op threads and how idle threads wait', () => {
-  const blocking = serviceOptions(resolveSettings());
+  const defaults = serviceOptions(resolveSettings());
   const spinning = serviceOptions(resolveSettings({ intraOpWait: 'spin', intraOpThreads: 1 }));
-  assert.deepEqual([blocking.intraOpThreads, blocking.allowSpinning], [2, false]);
-  assert.deepEqual([spinning.intraOpThreads, spinning.allowSpinning], [1, true]);
+  assert.deepEqual([defaults.intraOpThreads, defaults.intraOpWait], [2, 'spin-in-call']);
+  assert.deepEqual([spinning.intraOpThreads, spinning.intraOpWait], [1, 'spin']);
+});
+
+test('each intra-op wait mode is the onnxruntime session config that means it', () => {
+  assert.deepEqual(
+    Object.fromEntries(INTRA_OP_WAITS.map((wait) => [wait, intraOpWaitEntries(wait)])),
+    {
+      block: { intra_op: { allow_spinning: '0' }, force_spinning_stop: '0' },
+      'spin-in-call': { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' },
+      spin: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '0' },
+    },
+  );
 });

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
+import { DEFAULT_INTRA_OP_WAIT, INTRA_OP_WAITS, type IntraOpWait } from '../../src/engine/intra-op-wait.js';
 import type { ModelManifest } from '../../src/registry/model-manifest.js';
 import { seededNoise } from '../../src/noise/seeded-noise.js';
 import { summarize } from './stats.js';
@@ -25,11 +26,12 @@ export interface BatchTiming {
 
 export interface EngineResults {
   intraOpThreads: number;
-  allowSpinning: boolean;
+  /** The service's default, which `batches` ran with. */
+  intraOpWait: IntraOpWait;
   batches: BatchTiming[];
   best: BatchTiming;
-  /** The same with onnxruntime's intra-op spinning on (full run only). */
-  spinning: BatchTiming[];
+  /** The same engine with each other wait mode, at the plan's otherWaitBatches. */
+  otherWaits: { wait: IntraOpWait; batches: BatchTiming[] }[];
   /**
    * Batch 1 and the best batch timed again after the service sections: on a machine whose load drifts, the targets
    * compare the service with the better of the two measurements of the engine.
@@ -106,8 +108,8 @@ export function generateCopies(engine: Engine, inputs: GeneratorInputs, batch: n
   });
 }
 
-export function openEngine(packageDir: string, manifest: ModelManifest, intraOpThreads: number, allowSpinning = false): Promise<Engine> {
-  return createEngine({ packageDir, manifest, executionProvider: 'cpu', intraOpThreads, allowSpinning });
+export function openEngine(packageDir: string, manifest: ModelManifest, intraOpThreads: number, intraOpWait = DEFAULT_INTRA_OP_WAIT): Promise<Engine> {
+  return createEngine({ packageDir, manifest, executionProvider: 'cpu', intraOpThreads, intraOpWait });
 }
 
 async function timeEngine(engine: Engine, manifest: ModelManifest, batches: readonly number[], seconds: number, minRuns: number): Promise<BatchTiming[]> {
@@ -136,11 +138,11 @@ export interface EngineSection {
   images: Uint8Array[];
 }
 
-/** Times the engine at each batch size (and with spinning, if asked), checks parity, and keeps a few images. */
+/** Times the engine at each batch size (and with the other wait modes, if asked), checks parity, and keeps a few images. */
 export async function measureEngine(
   packageDir: string,
   manifest: ModelManifest,
-  options: { intraOpThreads: number; batches: number[]; secondsPerBatch: number; minRuns: number; spinningBatches: number[]; parityDir?: string; imageCount: number },
+  options: { intraOpThreads: number; batches: number[]; secondsPerBatch: number; minRuns: number; otherWaitBatches: number[]; parityDir?: string; imageCount: number },
 ): Promise<EngineSection> {
   const engine = await openEngine(packageDir, manifest, options.intraOpThreads);
   let batches: BatchTiming[];
@@ -153,16 +155,19 @@ export async function measureEngine(
   } finally {
     await engine.close();
   }
-  let spinning: BatchTiming[] = [];
-  if (options.spinningBatches.length > 0) {
-    const spinningEngine = await openEngine(packageDir, manifest, options.intraOpThreads, true);
+  const otherWaits: EngineResults['otherWaits'] = [];
+  for (const wait of options.otherWaitBatches.length > 0 ? INTRA_OP_WAITS.filter((mode) => mode !== DEFAULT_INTRA_OP_WAIT) : []) {
+    const other = await openEngine(packageDir, manifest, options.intraOpThreads, wait);
     try {
-      spinning = await timeEngine(spinningEngine, manifest, options.spinningBatches, options.secondsPerBatch, options.minRuns);
+      otherWaits.push({ wait, batches: await timeEngine(other, manifest, options.otherWaitBatches, options.secondsPerBatch, options.minRuns) });
     } finally {
-      await spinningEngine.close();
+      await other.close();
     }
   }
-  const results = batches.length > 0 ? { intraOpThreads: options.intraOpThreads, allowSpinning: false, batches, best: bestBatch(batches), spinning, recheck: [] } : null;
+  const results =
+    batches.length > 0
+      ? { intraOpThreads: options.intraOpThreads, intraOpWait: DEFAULT_INTRA_OP_WAIT, batches, best: bestBatch(batches), otherWaits, recheck: [] }
+      : null;
   return { results, parity, images };
 }
 

@@ -8,8 +8,12 @@ export const CONFIGS = {
   'batch-off': { description: 'micro-batching off (--max-batch=1), embedding cache on', flags: ['--max-batch=1'] },
   'cache-off': { description: 'embedding cache off (--cache-bytes=1024: smaller than one embedding), batching on', flags: ['--cache-bytes=1024'] },
   'batch-64': { description: 'micro-batching up to 64 images (--max-batch=64), cache on', flags: ['--max-batch=64'] },
+  block: {
+    description: 'batching and cache on, idle onnxruntime intra-op threads sleep (--intra-op-wait=block), also between the operators of a call',
+    flags: ['--intra-op-wait=block'],
+  },
   spin: {
-    description: 'batching and cache on, idle onnxruntime intra-op threads busy-wait (--intra-op-wait=spin): lower latency at low load, more CPU',
+    description: 'batching and cache on, idle onnxruntime intra-op threads busy-wait, also after each call (--intra-op-wait=spin)',
     flags: ['--intra-op-wait=spin'],
   },
   'threads-1': {
@@ -93,7 +97,7 @@ export const SECTIONS: readonly Section[] = ['pytorch', 'engine', 'images', 'ser
 export interface Plan {
   kind: 'quick' | 'full' | 'smoke';
   sections: Section[];
-  engine: { batches: number[]; secondsPerBatch: number; minRuns: number; spinningBatches: number[] };
+  engine: { batches: number[]; secondsPerBatch: number; minRuns: number; otherWaitBatches: number[] };
   pytorch: { batches: number[]; secondsPerBatch: number; minRuns: number; threads: number[] };
   images: { rounds: number; sweep: boolean };
   service: { cellSeconds: number; warmupSeconds: number; groups: CellGroup[] };
@@ -113,7 +117,7 @@ export function quickPlan(): Plan {
   return {
     kind: 'quick',
     sections: ['pytorch', 'engine', 'images', 'service', 'health', 'timings', 'latency'],
-    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, spinningBatches: [1, 16] },
+    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 1, minRuns: 5, otherWaitBatches: [1, 16] },
     pytorch: { batches: [1, 4, 16, 64], secondsPerBatch: 1.5, minRuns: 2, threads: [2, 1] },
     images: { rounds: 200, sweep: false },
     service: {
@@ -132,7 +136,8 @@ export function quickPlan(): Plan {
         // What the cache buys: the text encoder on every request.
         { config: 'cache-off', scenario: 'repeated', connections: [QUICK_SATURATION] },
         { config: 'cache-off', scenario: 'unique', connections: [QUICK_SATURATION] },
-        // What spinning intra-op threads buy at one connection and cost at saturation.
+        // The default's intra-op wait (spin-in-call) against the other two, at one connection and at saturation.
+        { config: 'block', scenario: 'repeated', connections: [1, QUICK_SATURATION] },
         { config: 'spin', scenario: 'repeated', connections: [1, QUICK_SATURATION] },
       ],
     },
@@ -149,7 +154,7 @@ export function fullPlan(): Plan {
   return {
     kind: 'full',
     sections: [...SECTIONS],
-    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 10, spinningBatches: [1, 16] },
+    engine: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 10, otherWaitBatches: [1, 16] },
     pytorch: { batches: [1, 2, 4, 8, 16, 32, 64], secondsPerBatch: 3, minRuns: 3, threads: [2, 1] },
     images: { rounds: 300, sweep: true },
     service: {
@@ -162,7 +167,7 @@ export function fullPlan(): Plan {
           scenario,
           connections: points,
         })),
-        ...(['batch-off', 'cache-off', 'batch-64', 'threads-1', 'spin'] as const).flatMap((config) => [
+        ...(['batch-off', 'cache-off', 'batch-64', 'threads-1', 'block', 'spin'] as const).flatMap((config) => [
           { config, scenario: 'repeated' as const, connections: curve },
           { config, scenario: 'unique' as const, connections: points },
         ]),
@@ -180,7 +185,7 @@ export function smokePlan(): Plan {
   return {
     kind: 'smoke',
     sections: [...SECTIONS],
-    engine: { batches: [1, 2], secondsPerBatch: 0.2, minRuns: 3, spinningBatches: [] },
+    engine: { batches: [1, 2], secondsPerBatch: 0.2, minRuns: 3, otherWaitBatches: [1] },
     pytorch: { batches: [1], secondsPerBatch: 0.1, minRuns: 1, threads: [1] },
     images: { rounds: 5, sweep: false },
     service: {
@@ -208,7 +213,7 @@ export interface CliOptions {
 
 export const USAGE = `node dist/bench/suite.js [flags]     (npm run bench / npm run bench:full)
 
-  --full              the full grid, 10 s cells, engine spinning comparison, image-encoder sweep, 10-minute soak
+  --full              the full grid, 10 s cells, image-encoder sweep, 10-minute soak
   --model=ID          the model package to measure (default: the best trained package, else shapes-fixture)
   --out=DIR           where results.json, report.md and the plots go (default bench/results/<quick|full>)
   --seconds=N         seconds per load cell (default 5 quick, 10 full)

@@ -1,6 +1,7 @@
 // results.json -> report.md and its SVG plots, all in one folder (the report links the plots by file name).
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_INTRA_OP_WAIT, INTRA_OP_WAITS } from '../../src/engine/intra-op-wait.js';
 import { PNG_WRITER_MAX_PIXELS } from '../../src/images/image-encoder.js';
 import type { BatchTiming } from './engine-throughput.js';
 import type { Cell } from './load.js';
@@ -105,8 +106,8 @@ function timingPoints(timings: readonly BatchTiming[]): { x: number; y: number }
 function enginePlot(results: SuiteResults): string | undefined {
   const series: Series[] = [];
   if (results.engine !== null) series.push({ name: 'onnxruntime engine', points: timingPoints(results.engine.batches) });
-  if (results.engine !== null && results.engine.spinning.length > 0) {
-    series.push({ name: 'engine, spinning on', points: timingPoints(results.engine.spinning), dashed: true });
+  for (const other of results.engine?.otherWaits ?? []) {
+    series.push({ name: `engine, intra-op wait ${other.wait}`, points: timingPoints(other.batches), dashed: true });
   }
   if (results.pytorch !== null && 'runs' in results.pytorch) {
     for (const run of results.pytorch.runs) series.push({ name: `PyTorch eager, ${run.threads} thr`, points: timingPoints(run.batches) });
@@ -184,7 +185,7 @@ function soakPlot(results: SuiteResults): string | undefined {
 function engineTable(results: SuiteResults): string {
   const columns: { name: string; timings: BatchTiming[] }[] = [];
   if (results.engine !== null) columns.push({ name: 'engine', timings: results.engine.batches });
-  if (results.engine !== null && results.engine.spinning.length > 0) columns.push({ name: 'engine spinning', timings: results.engine.spinning });
+  for (const other of results.engine?.otherWaits ?? []) columns.push({ name: `engine ${other.wait}`, timings: other.batches });
   if (results.engine !== null && results.engine.recheck.length > 0) columns.push({ name: 'engine again', timings: results.engine.recheck });
   if (results.pytorch !== null && 'runs' in results.pytorch) {
     for (const run of results.pytorch.runs) columns.push({ name: `PyTorch ${run.threads} thr`, timings: run.batches });
@@ -200,25 +201,28 @@ function engineTable(results: SuiteResults): string {
   return table(['batch', ...columns.flatMap((column) => [`${column.name} median ms`, `${column.name} img/s`, `${column.name} CPU cores`])], rows);
 }
 
-/** What --intra-op-wait=spin buys at one connection and costs in CPU and at saturation, against the default. */
-function spinningTradeOff(results: SuiteResults): string | undefined {
+/** What each other --intra-op-wait mode (a configuration of the same name) does at one connection, in CPU and at saturation, against the default. */
+function intraOpWaitTradeOffs(results: SuiteResults): string[] {
   const cell = (config: string, connections: number) =>
     results.service.find((candidate) => candidate.config === config && candidate.scenario === 'repeated' && candidate.connections === connections);
-  const [spin1, block1] = [cell('spin', 1), cell('batch-on', 1)];
-  if (spin1 === undefined || block1 === undefined) return undefined;
   const cpuMsPerRequest = (c: Cell) => (c.serverCpuCores / c.requestsPerSecond) * 1000;
   const engineBatch1 = (timings: readonly BatchTiming[] | undefined) => timings?.find((timing) => timing.batch === 1)?.medianMs;
-  const [engineSpin, engineBlock] = [engineBatch1(results.engine?.spinning), engineBatch1(results.engine?.batches)];
-  const saturation = Math.max(...results.service.filter((c) => c.config === 'spin').map((c) => c.connections));
-  const [spinSat, blockSat] = [cell('spin', saturation), cell('batch-on', saturation)];
-  return (
-    `Spinning intra-op threads (--intra-op-wait=spin) against the default (block): one-connection p50 ${num(spin1.latencyMs.p50)} ms against ${num(block1.latencyMs.p50)} ms` +
-    (engineSpin !== undefined && engineBlock !== undefined ? ` (raw engine batch 1: ${num(engineSpin)} against ${num(engineBlock)} ms)` : '') +
-    `, for ${num(cpuMsPerRequest(spin1))} against ${num(cpuMsPerRequest(block1))} ms of server CPU per request` +
-    (spinSat !== undefined && blockSat !== undefined && saturation > 1
-      ? `; at ${saturation} connections ${num(spinSat.requestsPerSecond)} against ${num(blockSat.requestsPerSecond)} req/s.`
-      : '.')
-  );
+  const defaultWait = results.engine?.intraOpWait ?? DEFAULT_INTRA_OP_WAIT;
+  return INTRA_OP_WAITS.filter((wait) => wait !== defaultWait).flatMap((wait) => {
+    const [other1, default1] = [cell(wait, 1), cell('batch-on', 1)];
+    if (other1 === undefined || default1 === undefined) return [];
+    const [engineOther, engineDefault] = [engineBatch1(results.engine?.otherWaits.find((other) => other.wait === wait)?.batches), engineBatch1(results.engine?.batches)];
+    const saturation = Math.max(...results.service.filter((c) => c.config === wait).map((c) => c.connections));
+    const [otherSat, defaultSat] = [cell(wait, saturation), cell('batch-on', saturation)];
+    return [
+      `--intra-op-wait=${wait} against the default (${defaultWait}): one-connection p50 ${num(other1.latencyMs.p50)} ms against ${num(default1.latencyMs.p50)} ms` +
+        (engineOther !== undefined && engineDefault !== undefined ? ` (raw engine batch 1: ${num(engineOther)} against ${num(engineDefault)} ms)` : '') +
+        `, for ${num(cpuMsPerRequest(other1))} against ${num(cpuMsPerRequest(default1))} ms of server CPU per request` +
+        (otherSat !== undefined && defaultSat !== undefined && saturation > 1
+          ? `; at ${saturation} connections ${num(otherSat.requestsPerSecond)} against ${num(defaultSat.requestsPerSecond)} req/s.`
+          : '.'),
+    ];
+  });
 }
 
 /** Plain-language readings of the numbers that decide the targets: contention, batch sizes, event-loop bursts. */
@@ -250,8 +254,7 @@ function diagnose(results: SuiteResults): string[] {
         `${num(latency.gapMs)} ms more; an empty round trip on the same connection (GET /healthz) takes ${num(latency.healthzMs.p50)} ms of that.`,
     );
   }
-  const spinLine = spinningTradeOff(results);
-  if (spinLine !== undefined) lines.push(spinLine);
+  lines.push(...intraOpWaitTradeOffs(results));
   const loadBefore = results.machine.loadAverageBefore[0]!;
   if (loadBefore > results.machine.cpus * 0.5) {
     lines.push(`The machine was busy before the run started (1-minute load ${loadBefore.toFixed(2)} on ${results.machine.cpus} cores): absolute numbers and ratios are both affected.`);
@@ -293,7 +296,7 @@ export function renderMarkdown(results: SuiteResults, plots: Partial<Record<keyo
   push('## Raw engine and PyTorch eager', '');
   if (results.engine !== null) {
     push(
-      `The generator graph through src/engine (worker thread, onnxruntime CPU provider, intra-op threads ${results.engine.intraOpThreads}, spinning off), ` +
+      `The generator graph through src/engine (worker thread, onnxruntime CPU provider, intra-op threads ${results.engine.intraOpThreads}, intra-op wait ${results.engine.intraOpWait}), ` +
         `timed for ≥ ${plan.engine.secondsPerBatch} s and ≥ ${plan.engine.minRuns} calls per batch size after two warm-up calls ` +
         '(CPU cores: CPU time of the timing process, every thread, over wall time -- the cores it actually got). ' +
         `Best: ${num(results.engine.best.imagesPerSecond)} img/s at batch ${results.engine.best.batch}. ` +

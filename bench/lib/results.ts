@@ -9,7 +9,7 @@ import type { ProfileSummary } from './profile-summary.js';
 import type { SoakResults } from './soak.js';
 import type { TimingSample } from './timings.js';
 
-export const RESULTS_SCHEMA_VERSION = 2;
+export const RESULTS_SCHEMA_VERSION = 3;
 
 export interface PytorchRun {
   threads: number;

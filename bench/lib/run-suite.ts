@@ -174,7 +174,7 @@ export async function runSuite(options: SuiteOptions): Promise<SuiteResults> {
         batches: has('engine') ? plan.engine.batches : [],
         secondsPerBatch: plan.engine.secondsPerBatch,
         minRuns: plan.engine.minRuns,
-        spinningBatches: has('engine') ? plan.engine.spinningBatches : [],
+        otherWaitBatches: has('engine') ? plan.engine.otherWaitBatches : [],
         ...(pytorch !== null && !('skipped' in pytorch) ? { parityDir } : {}),
         imageCount: GENERATED_IMAGES,
       })

@@ -2,6 +2,7 @@
 // environment variable and a --flag). The help text, the parser and the validation all come from this one table.
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { join } from 'node:path';
+import { DEFAULT_INTRA_OP_WAIT, INTRA_OP_WAITS } from '../engine/intra-op-wait.js';
 import { repoRoot } from './paths.js';
 
 const KiB = 1024;
@@ -63,12 +64,13 @@ export const SettingsSchema = Type.Object(
       default: 2,
       description: 'onnxruntime intra-op threads per session (0: onnxruntime chooses, one per core)',
     }),
-    intraOpWait: Type.Enum(['block', 'spin'], {
+    intraOpWait: Type.Enum(INTRA_OP_WAITS, {
       type: 'string',
-      default: 'block',
+      default: DEFAULT_INTRA_OP_WAIT,
       description:
-        'how idle onnxruntime intra-op threads wait for work: block (sleep), or spin (busy-wait: 3-8 ms less per ' +
-        'batch-1 call on 2 cores, but about 40 ms more CPU per isolated request; see the README, Performance)',
+        'how idle onnxruntime intra-op threads wait for work: block (sleep), spin-in-call (busy-wait while a call ' +
+        'runs, stop when it returns: ~15% faster calls on 2 cores for a few ms more CPU per isolated request), or spin ' +
+        '(busy-wait after calls too: about 45 ms more CPU per isolated request); see the README, Performance',
     }),
     maxBatch: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'most images in one generator call' }),
     maxQueueRows: Type.Integer({

@@ -22,7 +22,7 @@ export interface EngineOptions {
   intraOpThreads: number;
   interOpThreads?: number;
   executionMode?: SessionSettings['executionMode'];
-  allowSpinning?: boolean;
+  intraOpWait?: SessionSettings['intraOpWait'];
   log?: EngineLog;
 }
 
@@ -194,7 +194,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   const settings: Partial<SessionSettings> = { executionProvider: options.executionProvider, intraOpThreads: options.intraOpThreads };
   if (options.interOpThreads !== undefined) settings.interOpThreads = options.interOpThreads;
   if (options.executionMode !== undefined) settings.executionMode = options.executionMode;
-  if (options.allowSpinning !== undefined) settings.allowSpinning = options.allowSpinning;
+  if (options.intraOpWait !== undefined) settings.intraOpWait = options.intraOpWait;
 
   const startedAt = performance.now();
   const started = await Promise.allSettled([

@@ -2,6 +2,7 @@
 // options, and the one function every inference goes through (runSession), which checks the feeds against the
 // graph's own input metadata before calling into native code.
 import ort from 'onnxruntime-node';
+import { DEFAULT_INTRA_OP_WAIT, intraOpWaitEntries, type IntraOpWait } from './intra-op-wait.js';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 
@@ -22,14 +23,8 @@ export interface SessionSettings {
   /** Threads across independent operators; used only with executionMode 'parallel'. */
   interOpThreads: number;
   executionMode: 'sequential' | 'parallel';
-  /**
-   * Whether idle intra-op threads spin waiting for work (the serve setting intraOpWait). Off by default: spinning
-   * threads burn CPU after every call and take cores from the HTTP thread. On the 2-core dev machine with the trained
-   * default model, spinning made the raw engine's batch-1 call 12.6-13.2 ms instead of 16.7-17.0 and batch 16 ~8%
-   * faster, but the service gained nothing at saturation and spent ~2x the CPU per isolated request (the tiny
-   * random fixture was slower with it: 102 img/s at batch 1 against 179). `npm run bench` measures both.
-   */
-  allowSpinning: boolean;
+  /** How idle intra-op threads wait for work (the serve setting intraOpWait; INTRA_OP_WAITS). */
+  intraOpWait: IntraOpWait;
 }
 
 export const DEFAULT_SESSION_SETTINGS: SessionSettings = {
@@ -37,7 +32,7 @@ export const DEFAULT_SESSION_SETTINGS: SessionSettings = {
   intraOpThreads: 2,
   interOpThreads: 1,
   executionMode: 'sequential',
-  allowSpinning: false,
+  intraOpWait: DEFAULT_INTRA_OP_WAIT,
 };
 
 /** int32: the input_ids of optimum's text encoders (the importer's tests run them). */
@@ -81,7 +76,7 @@ function sessionOptions(provider: ExecutionProvider, settings: SessionSettings):
     interOpNumThreads: settings.interOpThreads,
     executionMode: settings.executionMode,
     graphOptimizationLevel: 'all',
-    extra: { session: { intra_op: { allow_spinning: settings.allowSpinning ? '1' : '0' } } },
+    extra: { session: intraOpWaitEntries(settings.intraOpWait) },
   };
 }
 

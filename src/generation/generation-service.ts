@@ -84,7 +84,7 @@ export interface GenerationServiceOptions {
   intraOpThreads: number;
   interOpThreads?: number;
   executionMode?: SessionSettings['executionMode'];
-  allowSpinning?: boolean;
+  intraOpWait?: SessionSettings['intraOpWait'];
   /** Rows (images) per generator batch. */
   maxBatch: number;
   /** Rows that may wait per model before requests are refused with SNOOPI_QUEUE_FULL. */
@@ -121,7 +121,7 @@ export class GenerationService {
       intraOpThreads: options.intraOpThreads,
       ...(options.interOpThreads !== undefined ? { interOpThreads: options.interOpThreads } : {}),
       ...(options.executionMode !== undefined ? { executionMode: options.executionMode } : {}),
-      ...(options.allowSpinning !== undefined ? { allowSpinning: options.allowSpinning } : {}),
+      ...(options.intraOpWait !== undefined ? { intraOpWait: options.intraOpWait } : {}),
     };
     const registry = await ModelRegistry.open({
       modelsDir: options.modelsDir,

@@ -26,7 +26,7 @@ export interface ModelRegistryOptions {
     intraOpThreads: number;
     interOpThreads?: number;
     executionMode?: SessionSettings['executionMode'];
-    allowSpinning?: boolean;
+    intraOpWait?: SessionSettings['intraOpWait'];
   };
   batching: { maxBatchRows: number; maxQueueRows: number; deadlineMs: number };
   /** Shared by all models (its keys carry the model id). */
