@@ -33,6 +33,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import trainer  # noqa: E402,F401  first: it picks OpenBLAS's kernels before torch loads them, as every trainer command does
 import torch  # noqa: E402
 
 from trainer import package  # noqa: E402

@@ -42,8 +42,6 @@ else
   UNET_MODEL=(); DIT_MODEL=()
 fi
 export PYTHONUNBUFFERED=1
-# Debian's OpenBLAS picks a slow kernel on this AVX-512 CPU unless told (product.md, runtime facts)
-if grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}; fi
 mkdir -p "$RUNS/logs" "$RUNS/grids" "$RUNS/results" "$TEACHERS"
 started=$(date +%s)
 stage() { echo "[$(( $(date +%s) - started )) s] $*"; }
