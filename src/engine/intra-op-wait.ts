@@ -1,5 +1,6 @@
-// How onnxruntime's idle intra-op threads wait for work: the serve setting intraOpWait and the session config entries
-// it becomes. Its own module, without onnxruntime, so that the settings schema on the main thread can name the values.
+// How onnxruntime's idle intra-op threads wait for work: the serve setting intraOpWait (the generator's; the text
+// encoder's threads always block, engine.ts) and the session config entries it becomes. Its own module, without
+// onnxruntime, so that the settings schema on the main thread can name the values.
 
 /**
  * How onnxruntime's idle intra-op threads wait for the next piece of work, as onnxruntime session config entries:
