@@ -478,6 +478,7 @@ def run(settings, out_dir: str) -> int:
     distributed.finish(dist_info)  # under torchrun: exits here
     return 0
 
+
 def main(argv):
     config_files, overrides, out_dir = parse_command_line(argv)
     try:
