@@ -3,7 +3,7 @@
     /usr/bin/python3 -m trainer.results_table docs/results/run1 docs/results/run2 --plots docs/results
 
 Each RUN folder holds results/<model>.json (trainer.evaluate rows) and progress/<run>.jsonl (progress logs). Prints
-the Markdown tables (one row per model, later runs listed after earlier ones) and writes one SVG per backbone: FID
+the Markdown tables (one row per model, later runs listed after earlier ones) and writes one PNG per backbone: FID
 against step for every distillation run of that backbone in every RUN.
 """
 import argparse
@@ -12,8 +12,10 @@ import json
 import os
 import sys
 
+from PIL import Image, ImageDraw
+
 NASA_SCALES = ("0.0", "0.5", "1.0")
-PLOT_W, PLOT_H, MARGIN = 560, 300, 48
+PLOT_W, PLOT_H, MARGIN, LEGEND_ROW = 560, 300, 48, 16
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -82,8 +84,9 @@ def fid_curves(run_dirs: dict, backbone: str) -> dict:
     return curves
 
 
-def svg_plot(title: str, curves: dict) -> str:
-    """A line chart of FID against step, one polyline per curve, with axes and a legend."""
+def png_plot(title: str, curves: dict) -> Image.Image:
+    """A line chart of FID against step, one line per curve (COLORS in order), with axes and a legend row per curve
+    below the plot (a 20-pixel stroke of the curve's color at x = MARGIN..MARGIN + 20, then its name)."""
     max_step = max(step for points in curves.values() for step, _ in points)
     max_fid = max(fid for points in curves.values() for _, fid in points) * 1.05
     width, height = PLOT_W - 2 * MARGIN, PLOT_H - 2 * MARGIN
@@ -91,33 +94,30 @@ def svg_plot(title: str, curves: dict) -> str:
     def xy(step, fid):
         return MARGIN + width * step / max_step, MARGIN + height * (1 - fid / max_fid)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_W}" height="{PLOT_H + 16 * len(curves)}" '
-             'font-family="sans-serif" font-size="11">',
-             f'<rect width="100%" height="100%" fill="white"/><text x="{MARGIN}" y="20" font-size="13">{title}</text>',
-             f'<line x1="{MARGIN}" y1="{MARGIN + height}" x2="{MARGIN + width}" y2="{MARGIN + height}" stroke="black"/>',
-             f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + height}" stroke="black"/>',
-             f'<text x="{MARGIN + width / 2}" y="{MARGIN + height + 30}" text-anchor="middle">student step</text>']
+    image = Image.new("RGB", (PLOT_W, PLOT_H + LEGEND_ROW * len(curves)), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((MARGIN, 12), title, fill="black")
+    draw.line([(MARGIN, MARGIN), (MARGIN, MARGIN + height), (MARGIN + width, MARGIN + height)], fill="black")
+    draw.text((MARGIN + width / 2, MARGIN + height + 22), "student step", fill="black", anchor="mt")
     for i in range(5):
         step, fid = max_step * i / 4, max_fid * i / 4
         x, _ = xy(step, 0)
         _, y = xy(0, fid)
-        parts.append(f'<text x="{x:.1f}" y="{MARGIN + height + 14}" text-anchor="middle">{step:.0f}</text>')
-        parts.append(f'<text x="{MARGIN - 4}" y="{y + 4:.1f}" text-anchor="end">{fid:.2f}</text>')
+        draw.text((x, MARGIN + height + 6), f"{step:.0f}", fill="black", anchor="mt")
+        draw.text((MARGIN - 6, y), f"{fid:.2f}", fill="black", anchor="rm")
     for index, (name, points) in enumerate(curves.items()):
         color = COLORS[index % len(COLORS)]
-        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(step, fid) for step, fid in points))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"/>')
-        legend_y = PLOT_H + 16 * index
-        parts.append(f'<line x1="{MARGIN}" y1="{legend_y - 4}" x2="{MARGIN + 20}" y2="{legend_y - 4}" '
-                     f'stroke="{color}" stroke-width="2"/><text x="{MARGIN + 26}" y="{legend_y}">{name}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+        draw.line([xy(step, fid) for step, fid in points], fill=color, width=2, joint="curve")
+        legend_y = PLOT_H + LEGEND_ROW * index
+        draw.line([(MARGIN, legend_y), (MARGIN + 20, legend_y)], fill=color, width=2)
+        draw.text((MARGIN + 26, legend_y), name, fill="black", anchor="lm")
+    return image
 
 
 def main(argv):
     parser = argparse.ArgumentParser(description="Results tables and FID plots of train_world.sh runs.")
     parser.add_argument("runs", nargs="+", help="run folders (results/, progress/)")
-    parser.add_argument("--plots", help="write fid-<backbone>.svg here")
+    parser.add_argument("--plots", help="write fid-<backbone>.png here")
     args = parser.parse_args(argv)
     run_dirs = {os.path.basename(os.path.normpath(run)): run for run in args.runs}
     rows = [row for run in args.runs for row in load_rows(run)]
@@ -127,9 +127,8 @@ def main(argv):
         for backbone in ("unet-eps", "unet-v", "dit"):
             curves = fid_curves(run_dirs, backbone)
             if curves:
-                path = os.path.join(args.plots, f"fid-{backbone}.svg")
-                with open(path, "w") as f:
-                    f.write(svg_plot(f"FID (tiny-CLIP features, n=256) during distillation, {backbone}", curves))
+                path = os.path.join(args.plots, f"fid-{backbone}.png")
+                png_plot(f"FID (tiny-CLIP features, n=256) during distillation, {backbone}", curves).save(path)
                 print(f"wrote {path}", file=sys.stderr)
     return 0
 

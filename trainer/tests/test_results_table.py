@@ -3,6 +3,8 @@ import json
 import os
 import re
 
+from PIL import Image, ImageColor
+
 from trainer import results_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,5 +32,12 @@ def test_fid_plots_draw_one_line_per_distillation_run(tmp_path):
     results_table.main(RUNS + ["--plots", str(tmp_path)])
     expected = {"unet-eps": 6, "unet-v": 4, "dit": 2}  # run 1: sb, pg-sb (+2 ablations on unet-eps); run 2: unet-*
     for backbone, lines in expected.items():
-        svg = (tmp_path / f"fid-{backbone}.svg").read_text()
-        assert svg.count("<polyline") == lines and svg.count("run1/shapes-") + svg.count("run2/shapes-") == lines
+        image = Image.open(tmp_path / f"fid-{backbone}.png").convert("RGB")
+        assert image.size == (results_table.PLOT_W, results_table.PLOT_H + results_table.LEGEND_ROW * lines)
+        margin = results_table.MARGIN
+        plotted = set(image.crop((margin, margin, image.size[0] - margin, results_table.PLOT_H - margin)).getdata())
+        for index in range(lines):  # each curve's legend stroke, and the curve itself, in its own color
+            color = ImageColor.getrgb(results_table.COLORS[index])
+            legend = (results_table.MARGIN + 10, results_table.PLOT_H + results_table.LEGEND_ROW * index)
+            assert image.getpixel(legend) == color and color in plotted
+        assert ImageColor.getrgb(results_table.COLORS[lines]) not in plotted
