@@ -98,19 +98,23 @@ def png_plot(title: str, curves: dict) -> Image.Image:
     draw = ImageDraw.Draw(image)
     draw.text((MARGIN, 12), title, fill="black")
     draw.line([(MARGIN, MARGIN), (MARGIN, MARGIN + height), (MARGIN + width, MARGIN + height)], fill="black")
-    draw.text((MARGIN + width / 2, MARGIN + height + 22), "student step", fill="black", anchor="mt")
+
+    def label(x, y, text, align):  # the default bitmap font ignores anchors: align by the text's width
+        draw.text((x - draw.textlength(text) * align, y), text, fill="black")
+
+    label(MARGIN + width / 2, MARGIN + height + 22, "student step", 0.5)
     for i in range(5):
         step, fid = max_step * i / 4, max_fid * i / 4
         x, _ = xy(step, 0)
         _, y = xy(0, fid)
-        draw.text((x, MARGIN + height + 6), f"{step:.0f}", fill="black", anchor="mt")
-        draw.text((MARGIN - 6, y), f"{fid:.2f}", fill="black", anchor="rm")
+        label(x, MARGIN + height + 6, f"{step:.0f}", 0.5)
+        label(MARGIN - 6, y - 5, f"{fid:.2f}", 1.0)
     for index, (name, points) in enumerate(curves.items()):
         color = COLORS[index % len(COLORS)]
         draw.line([xy(step, fid) for step, fid in points], fill=color, width=2, joint="curve")
         legend_y = PLOT_H + LEGEND_ROW * index
         draw.line([(MARGIN, legend_y), (MARGIN + 20, legend_y)], fill=color, width=2)
-        draw.text((MARGIN + 26, legend_y), name, fill="black", anchor="lm")
+        label(MARGIN + 26, legend_y - 5, name, 0.0)
     return image
 
 
