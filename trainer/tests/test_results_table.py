@@ -29,10 +29,11 @@ def test_tables_have_one_row_per_evaluated_model_with_its_numbers(tmp_path, caps
 
 
 def test_fid_plots_draw_one_line_per_distillation_run(tmp_path):
-    results_table.main(RUNS + ["--plots", str(tmp_path)])
+    plots = tmp_path / "plots"  # created by the command
+    results_table.main(RUNS + ["--plots", str(plots)])
     expected = {"unet-eps": 6, "unet-v": 4, "dit": 2}  # run 1: sb, pg-sb (+2 ablations on unet-eps); run 2: unet-*
     for backbone, lines in expected.items():
-        image = Image.open(tmp_path / f"fid-{backbone}.png").convert("RGB")
+        image = Image.open(plots / f"fid-{backbone}.png").convert("RGB")
         assert image.size == (results_table.PLOT_W, results_table.PLOT_H + results_table.LEGEND_ROW * lines)
         margin = results_table.MARGIN
         plotted = set(image.crop((margin, margin, image.size[0] - margin, results_table.PLOT_H - margin)).getdata())
