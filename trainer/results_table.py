@@ -1,6 +1,6 @@
 """docs/results.md's tables and stability plots from the evaluation rows and progress logs of train_world.sh runs.
 
-    /usr/bin/python3 -m trainer.results_table docs/results/run1 docs/results/run2 docs/results/run5 docs/results/run6 --plots docs/results
+    /usr/bin/python3 -m trainer.results_table docs/results/run1 docs/results/run2 --plots docs/results
 
 Each RUN folder holds results/<model>.json (trainer.evaluate rows) and progress/<run>.jsonl (progress logs). Prints
 the Markdown tables (one row per model, later runs listed after earlier ones) and writes one PNG per backbone: FID
