@@ -33,7 +33,9 @@ Output: progress as one JSON object per line on stdout (progress.ProgressLog: st
 loss_lora, kappa, kappa_lora, ...; fid and align every eval_every steps) and in <run_dir>/progress.jsonl; the
 resumable checkpoint <run_dir>/ckpt.pt (student, LoRA, both optimizers, RNG), saved every checkpoint_every_s, at the
 end and on SIGTERM/SIGINT; at the end <run_dir>/student.pt (+ student.json with the final metrics) and the model
-package in --out (export.py), whose model.json records method, recipe, steps, seed and metrics. run_dir defaults to
+package in --out (export.py), whose model.json records method, recipe, steps, seed and metrics. keep = "best" exports
+the student of the probe with the lowest FID instead of the last one (kept in <run_dir>/best-student.pt as the run
+goes; its steps and metrics are then that student's). run_dir defaults to
 runs/distill/<id>; the package id is `name`, or --out's folder name (the registry requires them equal).
 Exit codes: 0 done, 2 bad config, 1 failure (NaN loss, ...; message on stderr), 143 SIGTERM / 130 SIGINT after saving
 the checkpoint. The same command again resumes.
@@ -92,6 +94,7 @@ vae_path = "models/base/vae.pt"  # decoder of the evaluation images and of the p
 run_dir = ""  # checkpoints and logs; "" = runs/distill/<id>
 checkpoint_every_s = 300  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
+keep = "last"  # last | best: the student exported, the last step's or the lowest-FID probe's (VSD can drift late)
 write_package = True  # export the model package into --out at the end (false: student.pt only, where ONNX export is off)
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
@@ -182,6 +185,7 @@ def validate(config, out_dir: str) -> dict:
            f"lora_caption_dropout must be in [0, 1], got {config['lora_caption_dropout']}")
     _check(0.0 <= config["nasa_default_scale"] <= config["nasa_max_scale"],
            "need 0 <= nasa_default_scale <= nasa_max_scale")
+    _check(config["keep"] in ("last", "best"), f"keep must be last or best, got {config['keep']!r}")
     _check(config["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {config['device']!r}")
     model_id = config["name"] or os.path.basename(os.path.normpath(out_dir))
     _check(ID_PATTERN.match(model_id), f"model id {model_id!r} must match {ID_PATTERN.pattern}")
@@ -368,6 +372,30 @@ class FidProbe:
         return {"fid": self.reference.fid(images), "align": alignment(images, self.reference.prompts)["all"]}
 
 
+class BestStudent:
+    """keep = "best": the student (float16, as stored) of the probe with the lowest FID so far, in
+    <run_dir>/best-student.pt, where a resumed run finds it again."""
+
+    def __init__(self, run_dir: str, fresh: bool):
+        self.path = os.path.join(run_dir, "best-student.pt")
+        if fresh and os.path.exists(self.path):  # left by an earlier run whose checkpoint is gone
+            os.remove(self.path)
+        self.step, self.fid = 0, math.inf
+        if os.path.exists(self.path):
+            saved = load_checkpoint(self.path)
+            self.step, self.fid = saved["step"], saved["metrics"]["fid"]
+
+    def offer(self, student, step: int, metrics: dict):
+        if metrics["fid"] < self.fid:
+            save_checkpoint(self.path, model=half_weights(student.state_dict()), step=step, metrics=metrics)
+            self.step, self.fid = step, metrics["fid"]
+
+    def restore(self, student) -> int:
+        """Loads the kept weights into `student`; returns their step."""
+        student.load_state_dict(load_checkpoint(self.path)["model"])
+        return self.step
+
+
 def write_student(settings, student, step: int, metrics: dict) -> str:
     """<run_dir>/student.pt in the format sample.load_teacher and export.load_models read, and student.json (its
     metrics, which export puts in model.json)."""
@@ -419,6 +447,7 @@ def run(settings, out_dir: str) -> int:
                                       stop_signals=(signal.SIGTERM, signal.SIGINT))
     torch.manual_seed(settings["seed"] + 1 + dist_info.rank)  # each rank its own noise stream
     step = start_step = checkpoints.resume()
+    best = BestStudent(settings["run_dir"], fresh=step == 0) if settings["keep"] == "best" and probe else None
     distillation.wrap()
     total = settings["steps"]
     log = ProgressLog(os.path.join(settings["run_dir"], "progress.jsonl"), total, dist_info.is_master,
@@ -456,13 +485,18 @@ def run(settings, out_dir: str) -> int:
             if probe and evaluation_due:
                 final_metrics = probe(distillation.student)
                 record.update(final_metrics)
+                if best:
+                    best.offer(distillation.student, step, final_metrics)
             log.log(step, **record)
             window, window_started = [], time.time()
         if checkpoints.after_step(step, final=step == total):
             return EXIT_CODES.get(checkpoints.stop.signal_name, 143)
     distributed.cleanup()
     if dist_info.is_master:
-        if step > start_step:  # evaluated at its last step, rounded as stored
+        if best and best.step != step:  # an earlier probe's student: evaluate it again as stored (float16)
+            step = best.restore(distillation.student)
+            metrics = probe(distillation.student)
+        elif step > start_step:  # evaluated at its last step, rounded as stored
             metrics = final_metrics
         else:  # resumed a finished run: evaluate the stored form of what the checkpoint holds
             distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))

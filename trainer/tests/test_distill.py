@@ -219,6 +219,7 @@ BAD_CONFIGS = [
     ({"lora_rank": 0}, "lora_rank must be in"),
     ({"seed": 1001}, "seed must be in"),
     ({"name": "other-name"}, "--out must be a folder named after the model id"),
+    ({"keep": "first"}, "keep must be last or best"),
 ]
 
 
@@ -357,3 +358,23 @@ def test_two_processes_train_one_student_and_only_the_master_logs_and_exports(ch
     checkpoint = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
     assert checkpoint["step"] == 2 and len(checkpoint["rng"]) == 2  # one noise stream per rank
     assert json.loads((tmp_path / "student" / "model.json").read_text())["training"]["steps"] == 2
+
+
+def test_keep_best_exports_the_student_of_the_lowest_fid_probe(checkpoints, tmp_path):
+    run = dict(steps=12, eval_every=3, keep="best", student_lr=1e-2)  # a large lr: the student drifts away
+    assert run_in_process(checkpoints, tmp_path, **run) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    probes = {r["step"]: r["fid"] for r in records if "fid" in r}
+    best_step = min(probes, key=probes.get)
+    assert sorted(probes) == [3, 6, 9, 12] and best_step != 12  # this seeded run's best is an earlier student
+    student, kept = (load_checkpoint(str(tmp_path / "run" / name)) for name in ("student.pt", "best-student.pt"))
+    assert student["step"] == kept["step"] == best_step and kept["metrics"]["fid"] == probes[best_step]
+    assert all(torch.equal(value, kept["model"][name]) for name, value in student["model"].items())
+    manifest = (tmp_path / "student" / "model.json").read_text()
+    training = json.loads(manifest)["training"]
+    assert training["steps"] == best_step and training["recipe"]["steps"] == 12
+    # its metrics: evaluated again as stored (float16), within rounding of the probe's (float32 weights)
+    assert abs(training["metrics"]["fid"]["value"] - probes[best_step]) < 1e-3
+    # a rerun of the finished job exports the same student again
+    assert run_in_process(checkpoints, tmp_path, **run) == 0
+    assert (tmp_path / "student" / "model.json").read_text() == manifest
