@@ -22,4 +22,3 @@ def test_an_avx512_cpu_gets_the_skylakex_kernels_and_others_keep_openblas_choice
 
 def test_a_coretype_in_the_environment_wins():
     assert coretype_in_a_fresh_process(OPENBLAS_CORETYPE="Haswell") == "Haswell"
-
