@@ -10,7 +10,8 @@ from trainer import distill, evaluate
 from trainer.models.vae import load_vae
 from trainer.sample import TextEncoder, load_teacher
 
-from test_distill import job, write_tiny_checkpoints  # trainer/tests is on sys.path under pytest
+from test_distill import job  # trainer/tests is on sys.path under pytest
+from tiny_models import write_tiny_checkpoints
 
 SMALL = ["--n", "4", "--fid-n", "8", "--images-per-pair", "1", "--threads", "1"]
 

@@ -1,38 +1,18 @@
 import glob
 import json
 import os
-from dataclasses import asdict
 
 import pytest
 import torch
 
 from trainer import package, sample, train_teacher
-from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
-from trainer.models.clip import Clip, ClipArgs
-from trainer.models.vae import AutoencoderKL, VaeArgs
-
-TINY_MODELS = {
-    "unet-eps": {"block_channels": [16, 32], "attention_levels": [False, True], "attention_head_dim": 16,
-                 "norm_groups": 8, "time_embed_dim": 32, "ff_mult": 1},
-    "unet-v": {"block_channels": [16, 32], "attention_levels": [False, True], "attention_head_dim": 16,
-               "norm_groups": 8, "time_embed_dim": 32, "ff_mult": 1},
-    "dit": {"hidden_size": 32, "depth": 1, "heads": 2, "mlp_ratio": 1.0, "patch_size": 4},
-}
+from tiny_models import TINY_TEACHERS, write_tiny_encoders  # trainer/tests is on sys.path under pytest
 
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
     """Randomly initialised CLIP and VAE checkpoints in the formats of models/base/clip.pt and vae.pt."""
-    directory = tmp_path_factory.mktemp("encoders")
-    torch.manual_seed(0)
-    tokenizer = ClipTokenizer.from_dir(DEFAULT_DIR)
-    clip_args = ClipArgs(vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, layers=1,
-                         image_channels=[8, 8, 8, 8])
-    torch.save({"model_args": asdict(clip_args), "model": Clip(clip_args).state_dict()}, directory / "clip.pt")
-    vae_args = VaeArgs(block_out_channels=[8, 8, 8], decoder_layers_per_block=1)
-    torch.save({"model_args": asdict(vae_args), "model": AutoencoderKL(vae_args).state_dict(), "scaling_factor": 2.0},
-               directory / "vae.pt")
-    return directory
+    return write_tiny_encoders(tmp_path_factory.mktemp("encoders"))
 
 
 def run(encoders, out_dir, backbone, **overrides):
@@ -41,7 +21,7 @@ def run(encoders, out_dir, backbone, **overrides):
                 "batch_size": 4, "max_steps": 4, "warmup_steps": 1, "log_every": 2, "eval_every": 4,
                 "eval_prompts": 2, "threads": 1, "checkpoint_every_s": 3600, **overrides}
     argv = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in settings.items()]
-    train_teacher.main(argv + [f"--model={json.dumps(TINY_MODELS[backbone])}"])
+    train_teacher.main(argv + [f"--model={json.dumps(TINY_TEACHERS[backbone])}"])
     return torch.load(out_dir / "ckpt.pt")
 
 
