@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { repoRoot } from '../../src/config/paths.js';
 import { loadManifest, type ModelManifest } from '../../src/registry/model-manifest.js';
-import { bestBatch, measureEngine, recheckEngine, type BatchTiming } from './engine-throughput.js';
+import { bestBatch, measureEngine, recheckEngine } from './engine-throughput.js';
 import { measureImageEncoding } from './image-encoding.js';
 import { describeCell, measureCell, runLoad, type Cell } from './load.js';
 import { COMMON_FLAGS, CONFIGS, scenarioRequest, type ConfigName, type Plan } from './plan.js';
@@ -20,7 +20,7 @@ import { flameGraph } from './flame-graph.js';
 import { measureInterleavedLatency, type InterleavedLatency } from './interleaved-latency.js';
 import { loadProfiles, summarizeProfile } from './profile-summary.js';
 import { writeReport } from './report.js';
-import { evaluateTargets, RESULTS_SCHEMA_VERSION, saturationCell, type HealthResults, type PytorchResults, type SuiteResults } from './results.js';
+import { evaluateTargets, RESULTS_SCHEMA_VERSION, saturationCell, type HealthResults, type PytorchResults, type PytorchRun, type SuiteResults } from './results.js';
 import { ServerProcess } from './server-process.js';
 import { runSoak } from './soak.js';
 import { sampleTimings, type TimingSample } from './timings.js';
@@ -100,15 +100,8 @@ async function versions(): Promise<Record<string, string>> {
   return Object.fromEntries(entries);
 }
 
-interface PythonOutput {
-  torch: string;
-  blas: string;
-  openblasCoretype: string | null;
-  ompWaitPolicy: string | null;
-  weights: string;
-  parameters: number;
-  runs: { threads: number; batches: BatchTiming[] }[];
-}
+/** What bench/pytorch_eager.py prints: the results before the best timings are picked. */
+type PythonOutput = Omit<PytorchResults, 'runs' | 'best'> & { runs: Omit<PytorchRun, 'best'>[] };
 
 async function runPytorch(plan: Plan, packageDir: string, parityDir: string, log: (line: string) => void): Promise<PytorchResults | { skipped: string }> {
   if (!existsSync(PYTHON)) return { skipped: `${PYTHON} is not installed` };
