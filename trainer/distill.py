@@ -19,7 +19,8 @@ One step (method.md):
            grad = sigma_t^2 (eps_psi(x_t, t, y, kappa_teacher) - eps_pi(x_t, t, y, kappa_lora)), NaN/inf -> 0;
            loss = 0.5 MSE(x0, stopgrad(x0 - grad)); gradient norm clipped at 1.0.
   LoRA:    the same x0 (detached), t ~ U{0..999}, 10% of prompts dropped to "", the teacher's own denoising loss
-           (train_teacher.DenoisingLoss without min-SNR weights).
+           (train_teacher.DenoisingLoss without min-SNR weights). lora_steps > 1: that many LoRA steps per student
+           step, the later ones on fresh samples of the updated student (DMD2's two-time-scale rule).
 A v-prediction teacher (unet-v): the LoRA teacher trains on its own v target, and both teachers' CFG outputs are
 converted to eps (eps = sigma_t x_t + sqrt(alpha_bar_t) v) before the VSD difference; CFG is linear, so this equals
 CFG on eps.
@@ -74,7 +75,7 @@ backbone = "unet-eps"  # unet-eps | unet-v | dit (models/base/teacher-<backbone>
 method = "pg-sb"  # pg-sb | sb: what model.json records
 guidance_mode = ""  # "" (pg-sb: random, sb: fixed) | fixed | random | random-teacher-only | random-lora-only
 guidance = {}  # {"min", "max"} (random kappa) and/or {"fixed"}; a missing value takes the backbone's default
-steps = 1000  # student steps (each followed by one LoRA step)
+steps = 1000  # student steps (each followed by lora_steps LoRA steps)
 batch_size = 32  # per process
 seed = 0  # shapes-world stream of the prompts (< 1000: higher seeds are evaluation sets), init and noise seed
 name = ""  # the package id; "" = --out's folder name
@@ -83,6 +84,7 @@ lora_lr = 1e-3  # AdamW, constant (the paper's)
 lora_rank = 16  # LoRA rank on every attention projection
 lora_alpha = 16.0  # LoRA scale alpha / rank
 lora_caption_dropout = 0.1  # fraction of the LoRA step's prompts replaced by ""
+lora_steps = 1  # LoRA steps per student step: 1, the paper's 1:1; more let the LoRA teacher keep up (DMD2's TTUR)
 student_grad_clip = 1.0  # max gradient norm of the student
 eval_every = 200  # steps between FID evaluations (also after the last step); 0: only the final one
 eval_n = 256  # images of each FID evaluation (fid.FidReference)
@@ -95,7 +97,7 @@ run_dir = ""  # checkpoints and logs; "" = runs/distill/<id>
 checkpoint_every_s = 300  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
 keep = "last"  # last | best: the student exported, the last step's or the lowest-FID probe's (VSD can drift late)
-write_package = True  # export the model package into --out at the end (false: student.pt only, where ONNX export is off)
+write_package = True  # write the model package into --out at the end (false: student.pt only, where ONNX export is off)
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
 DEFAULTS = {k: v for k, v in dict(globals()).items()
@@ -174,6 +176,7 @@ def validate(config, out_dir: str) -> dict:
     config with guidance and the teacher resolved, the model id, run_dir). Raises ConfigError."""
     _check(config["method"] in METHOD_MODES, f"method must be pg-sb or sb, got {config['method']!r}")
     for key, low, high in (("steps", 1, 10 ** 7), ("batch_size", 1, 4096), ("seed", 0, 999), ("lora_rank", 1, 1024),
+                           ("lora_steps", 1, 100),
                            ("eval_every", 0, 10 ** 7), ("eval_n", 2, 100000), ("log_every", 1, 10 ** 6),
                            ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6),
                            ("time_budget_s", 0, 10 ** 7)):
@@ -325,7 +328,8 @@ class Distillation:
         self.lora_loss = distributed.wrap(self.lora_loss, self.dist_info)
 
     def step(self, text_states, empty_states, kappa_teacher: float, kappa_lora: float) -> dict:
-        """One student step, then one LoRA step on the student's samples. text_states (B, L, D), empty (1, L, D)."""
+        """One student step, then lora_steps LoRA steps on the student's samples (the first on this step's, the next
+        on fresh ones of the updated student). text_states (B, L, D), empty_states (1, L, D)."""
         batch, device = text_states.shape[0], text_states.device
         args = self.student.args
         noise = torch.randn(batch, args.in_channels, args.sample_size, args.sample_size, device=device)
@@ -343,16 +347,26 @@ class Distillation:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config["student_grad_clip"])
         self.student_optimizer.step()
 
-        samples = x0.detach()
-        t_lora = torch.randint(0, diffusion.NUM_TRAIN_TIMESTEPS, (batch,), device=device)
+        lora_losses = [self.lora_step(x0.detach(), text_states, empty_states)]
+        for _ in range(self.config["lora_steps"] - 1):
+            with torch.no_grad():
+                samples = self.student_forward(torch.randn_like(noise), text_states)
+            lora_losses.append(self.lora_step(samples, text_states, empty_states))
+        return {"loss_student": student_loss.item(), "loss_lora": sum(lora_losses) / len(lora_losses),
+                "student_grad_norm": grad_norm.item()}
+
+    def lora_step(self, samples, text_states, empty_states) -> float:
+        """One update of the LoRA teacher: its denoising loss on the student's samples (B, C, h, w), with
+        lora_caption_dropout of the prompts dropped to ""; returns the loss."""
+        batch, device = samples.shape[0], samples.device
+        t = torch.randint(0, diffusion.NUM_TRAIN_TIMESTEPS, (batch,), device=device)
         dropped = torch.rand(batch, device=device) < self.config["lora_caption_dropout"]
         lora_states = torch.where(dropped[:, None, None], empty_states, text_states)
-        lora_loss = self.lora_loss(samples, lora_states, t_lora, torch.randn_like(samples))
+        lora_loss = self.lora_loss(samples, lora_states, t, torch.randn_like(samples))
         self.lora_optimizer.zero_grad(set_to_none=True)
         lora_loss.backward()
         self.lora_optimizer.step()
-        return {"loss_student": student_loss.item(), "loss_lora": lora_loss.item(),
-                "student_grad_norm": grad_norm.item()}
+        return lora_loss.item()
 
 
 # ----------------------------------------------------------------------------- evaluation and export

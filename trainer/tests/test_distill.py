@@ -168,6 +168,24 @@ def test_each_step_gives_both_teachers_the_kappas_of_its_mode(checkpoints, tmp_p
         assert set(teacher_kappas) == {4.5}
 
 
+def test_lora_steps_update_the_lora_teacher_that_often_after_the_same_student_step(checkpoints, tmp_path):
+    states, empty = prompt_states(checkpoints)
+    runs = {}
+    for lora_steps in (1, 3):
+        (tmp_path / str(lora_steps)).mkdir()
+        vsd, _ = distillation(checkpoints, tmp_path / str(lora_steps), lora_steps=lora_steps)
+        torch.manual_seed(1)
+        vsd.step(states, empty, 3.0, 3.0)
+        lora_state = vsd.lora_optimizer.state_dict()["state"]
+        assert {int(state["step"]) for state in lora_state.values()} == {lora_steps}
+        runs[lora_steps] = vsd
+    # the student step comes first and draws the same noise: the extra LoRA steps change nothing of it
+    one, three = (runs[k].student.state_dict() for k in (1, 3))
+    assert all(torch.equal(value, three[name]) for name, value in one.items())
+    assert any(not torch.equal(value, runs[3].adapters.state_dict()[name])
+               for name, value in runs[1].adapters.state_dict().items())
+
+
 BAD_CONFIGS = [
     ("not json", "is not valid JSON"),
     ({"stepz": 10}, "unknown config key 'stepz'"),
@@ -186,6 +204,7 @@ BAD_CONFIGS = [
     ({"guidance_mode": "sometimes"}, "guidance_mode must be one of"),
     ({"student_lr": 0}, "student_lr must be positive"),
     ({"lora_rank": 0}, "lora_rank must be in"),
+    ({"lora_steps": 0}, "lora_steps must be in"),
     ({"seed": 1001}, "seed must be in"),
     ({"name": "other-name"}, "--out must be a folder named after the model id"),
     ({"keep": "first"}, "keep must be last or best"),
@@ -317,8 +336,9 @@ def test_the_output_is_a_valid_package_with_the_training_record(uninterrupted):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_processes_train_one_student_and_only_the_master_logs_and_exports(checkpoints, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--redirects=2",
-               "--tee=2", "-m", "trainer.distill", "--config", str(job(checkpoints, tmp_path, steps=2)),
-               "--out", str(tmp_path / "student")]  # --redirects/--tee: see test_ddp.py
+               "--tee=2", "-m", "trainer.distill", "--config", str(job(checkpoints, tmp_path, steps=2, lora_steps=2)),
+               "--out", str(tmp_path / "student")]  # --redirects/--tee: see test_ddp.py; lora_steps 2: the no-grad
+    # student samples of the second LoRA step go through the DDP-wrapped student too
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stderr
