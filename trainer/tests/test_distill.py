@@ -335,10 +335,10 @@ def test_the_output_is_a_valid_package_with_the_training_record(uninterrupted):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_processes_train_one_student_and_only_the_master_logs_and_exports(checkpoints, tmp_path):
+    # --redirects/--tee: see test_ddp.py; lora_steps 2: the second LoRA step's samples come from the DDP-wrapped student
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--redirects=2",
                "--tee=2", "-m", "trainer.distill", "--config", str(job(checkpoints, tmp_path, steps=2, lora_steps=2)),
-               "--out", str(tmp_path / "student")]  # --redirects/--tee: see test_ddp.py; lora_steps 2: the no-grad
-    # student samples of the second LoRA step go through the DDP-wrapped student too
+               "--out", str(tmp_path / "student")]
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stderr
