@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from trainer import diffusion, eval_sets, shapes
+from trainer import diffusion, eval_sets
 from trainer.models.vae import encode_images, load_vae
 from trainer.sample import TextEncoder, load_teacher
 
@@ -45,7 +45,7 @@ def denoise_error(models: dict, x0: torch.Tensor, text_states: torch.Tensor, see
 
 def held_out_set(n: int, text_encoder: TextEncoder, vae, scaling_factor: float):
     """The first n images of the FID reference stream, encoded: (latents (n, C, h, w), text_states (n, L, D))."""
-    images, captions = shapes.batch(eval_sets.REFERENCE_SEED, 0, n)
+    images, captions = eval_sets.reference_images(n)
     return encode_images(vae, images, scaling_factor), text_encoder(captions)
 
 
