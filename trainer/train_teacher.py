@@ -13,8 +13,8 @@ Loss: 10% of captions dropped to "" (for CFG), t ~ U{0..999}, MSE on the backbon
 min-SNR-gamma weights. AdamW with warmup + cosine decay, gradient clipping, an EMA of the weights (what sampling,
 evaluation and export use). Resumes from <out_dir>/ckpt.pt (weights + EMA + optimizer + RNG); saves every
 checkpoint_every_s seconds, at the end and on SIGTERM. init_from continues an earlier teacher (same backbone and
-model args) with a fresh optimizer and schedule; the checkpoint and the exported record name it (path, sha256,
-steps, recipe) as `init`. Every eval_every steps the EMA model's judge alignment on
+model args, or the same plus long skips) with a fresh optimizer and schedule; the checkpoint and the exported record
+name it (path, sha256, steps, recipe) as `init`. Every eval_every steps the EMA model's judge alignment on
 eval_prompts prompts (25-step DDIM at eval_guidance) is logged. trainer/sample.py evaluates and exports the result.
 """
 import hashlib
@@ -71,6 +71,10 @@ DEFAULTS = {k: v for k, v in dict(globals()).items()
             if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
 # -----------------------------------------------------------------------------
 
+# init_from may switch these model args on: the layers they add start as the identity (DiTArgs.long_skips), so the
+# continued model computes what the loaded one did
+GROWABLE_ARGS = ("long_skips",)
+GROWN_PREFIXES = ("skip_linears.",)
 MAX_CHANNEL_STD_RATIO = 3.0  # warn when the training latents' per-channel stds differ more than this
 
 
@@ -168,13 +172,18 @@ def start_from_teacher(path: str, weights: TeacherWeights, backbone: str) -> dic
     checkpoint = load_checkpoint(path)
     found = checkpoint.get("backbone") or checkpoint["config"]["backbone"]
     wanted = asdict(weights.model.args)
-    if found != backbone or json.dumps(checkpoint["model_args"]) != json.dumps(wanted):
+    grown = {**checkpoint["model_args"], **{key: wanted[key] for key in GROWABLE_ARGS if key in wanted}}
+    if found != backbone or json.dumps(grown, sort_keys=True) != json.dumps(wanted, sort_keys=True):
         print(f"config error: init_from {path} is a {found} with {checkpoint['model_args']}, "
               f"this run builds a {backbone} with {wanted}", file=sys.stderr)
         sys.exit(2)
     state = ema_weights(checkpoint)
-    weights.model.load_state_dict(state)
-    weights.ema.load_state_dict(state)
+    for module in (weights.model, weights.ema):
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if unexpected or any(not key.startswith(GROWN_PREFIXES) for key in missing):
+            print(f"config error: init_from {path} has weights this run cannot start from (not in this model: "
+                  f"{unexpected}; not in the checkpoint: {missing})", file=sys.stderr)
+            sys.exit(2)
     return {"path": path, "sha256": package.file_entry(path)["sha256"], "steps": checkpoint["step"],
             "recipe": checkpoint["config"], "init": checkpoint.get("init")}
 

@@ -5,6 +5,10 @@ Patchify the 4 x 16 x 16 latent (patch 2 -> 64 tokens) with fixed 2-D sin-cos po
 vectors shared by all blocks, each block adds its own learned scale_shift_table. A block is modulated
 self-attention (attn1), plain cross-attention to the text (attn2), modulated MLP. Unpatchify; predicts eps
 (PixArt-alpha's learned sigma is left out: DDIM does not use it).
+
+long_skips adds U-ViT's long skip connections (Bao et al. 2023, "All are Worth Words"): block depth-1-i also reads
+block i's input (the patch embedding for the last block, as a U-Net's outermost skip), added through a linear layer
+(skip_linears) that starts at zero, so that a trained DiT without them continues from exactly the function it had.
 """
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -29,12 +33,15 @@ class DiTArgs:
     cross_attention_dim: int = 128  # text hidden size D
     frequency_embedding_size: int = 256  # sinusoidal timestep features
     parameterization: str = "eps"
+    long_skips: bool = False  # U-ViT long skip connections from the first half of the blocks to the second
 
     def __post_init__(self):
         if self.parameterization not in ("eps", "v"):
             raise ValueError(f"parameterization must be eps or v, got {self.parameterization!r}")
         if self.sample_size % self.patch_size or self.hidden_size % self.heads:
             raise ValueError("sample_size must be divisible by patch_size and hidden_size by heads")
+        if self.long_skips and self.depth % 2:
+            raise ValueError(f"long_skips pair the blocks, so depth must be even, got {self.depth}")
 
 
 def sincos_2d_positions(dim: int, grid: int) -> torch.Tensor:
@@ -130,6 +137,8 @@ class PixArtTransformer2DModel(nn.Module):
         self.adaln_single = AdaLayerNormSingle(args)
         self.caption_projection = Mlp(args.cross_attention_dim, dim, dim)
         self.transformer_blocks = nn.ModuleList([PixArtBlock(args) for _ in range(args.depth)])
+        self.skip_linears = nn.ModuleList([nn.Linear(dim, dim) for _ in range(args.depth // 2 if args.long_skips
+                                                                               else 0)])
         self.norm_out = nn.LayerNorm(dim, eps=1e-6)  # affine: see PixArtBlock
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
         self.proj_out = nn.Linear(dim, args.patch_size ** 2 * args.in_channels)
@@ -152,8 +161,9 @@ class PixArtTransformer2DModel(nn.Module):
         for block in self.transformer_blocks:
             nn.init.zeros_(block.attn2.to_out[0].weight)
             nn.init.zeros_(block.attn2.to_out[0].bias)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        for layer in [self.proj_out, *self.skip_linears]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def unpatchify(self, tokens):  # (B, T, p * p * C) -> (B, C, H, W)
         p, c = self.args.patch_size, self.args.in_channels
@@ -177,7 +187,13 @@ class PixArtTransformer2DModel(nn.Module):
         cross_kwargs = cross_attention_kwargs(negative_context, nasa_scale)
 
         x = self.pos_embed(sample)  # (B, T, hidden)
-        for block in self.transformer_blocks:
+        skips = []  # inputs of the first len(skip_linears) blocks, read in reverse order by the last ones
+        first_reader = len(self.transformer_blocks) - len(self.skip_linears)
+        for index, block in enumerate(self.transformer_blocks):
+            if index < len(self.skip_linears):
+                skips.append(x)
+            if index >= first_reader:
+                x = x + self.skip_linears[index - first_reader](skips.pop())
             x = block(x, modulation, context, cross_kwargs)
         shift, scale = (self.scale_shift_table[None] + embedded_t[:, None]).chunk(2, dim=1)  # (B, 1, hidden)
         x = self.proj_out(self.norm_out(x) * (1 + scale) + shift)  # (B, T, p * p * C)

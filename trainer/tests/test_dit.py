@@ -1,6 +1,7 @@
 import io
 
 import onnx
+import pytest
 import torch
 
 from trainer.models.attention import set_nasa
@@ -67,11 +68,45 @@ def test_nasa_scale_zero_exact_and_mixed_batch_per_sample():
         assert not torch.allclose(together[2], plain[2])
 
 
-def test_onnx_export_cross_attention_reads_projected_text():
-    model = tiny_dit()
+@pytest.mark.parametrize("long_skips", [False, True])
+def test_onnx_export_cross_attention_reads_projected_text(long_skips):
+    model = tiny_dit(long_skips=long_skips)
     x, t, c, _ = inputs(batch=1)
     buffer = io.BytesIO()
     torch.onnx.export(model, (x, t, c), buffer, opset_version=17,
                       input_names=["sample", "timestep", "encoder_hidden_states"], output_names=["out_sample"])
     ops = [node.op_type for node in onnx.load_from_string(buffer.getvalue()).graph.node]
     assert ops.count("Softmax") == 4  # attn1 + attn2 in 2 blocks
+
+
+def test_long_skips_start_as_the_model_without_them():
+    # a trained DiT continued with long skips: its weights load, the zero-initialised skip_linears add nothing
+    plain = tiny_dit(depth=4)
+    skipped = PixArtTransformer2DModel(DiTArgs(**{**TINY, "depth": 4, "long_skips": True})).eval()
+    missing, unexpected = skipped.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [f"skip_linears.{i}.{p}" for i in range(2) for p in ("bias", "weight")] and not unexpected
+    x, t, c, _ = inputs()
+    with torch.no_grad():
+        assert torch.equal(skipped(x, t, c), plain(x, t, c))
+        torch.nn.init.normal_(skipped.skip_linears[0].weight, std=0.05)
+        assert not torch.allclose(skipped(x, t, c), plain(x, t, c))
+
+
+def test_long_skips_pair_block_inputs_outside_in():
+    # depth 4: block 2 reads block 1's input, block 3 (the last) reads block 0's, the patch embedding
+    model = tiny_dit(depth=4, long_skips=True)
+    seen = {}
+    for name, module in [("embedding", model.pos_embed), *[(f"block{i}", b) for i, b in
+                                                           enumerate(model.transformer_blocks)]]:
+        module.register_forward_hook(lambda _m, _in, out, name=name: seen.__setitem__(name, out))
+    for i, linear in enumerate(model.skip_linears):
+        linear.register_forward_hook(lambda _m, args, _out, i=i: seen.__setitem__(f"skip{i}", args[0]))
+    x, t, c, _ = inputs()
+    with torch.no_grad():
+        model(x, t, c)
+    assert torch.equal(seen["skip0"], seen["block0"]) and torch.equal(seen["skip1"], seen["embedding"])
+
+
+def test_long_skips_need_an_even_depth():
+    with pytest.raises(ValueError, match="even"):
+        DiTArgs(depth=3, long_skips=True)

@@ -15,13 +15,13 @@ def encoders(tmp_path_factory):
     return write_tiny_encoders(tmp_path_factory.mktemp("encoders"))
 
 
-def run(encoders, out_dir, backbone, **overrides):
+def run(encoders, out_dir, backbone, model=None, **overrides):
     settings = {"out_dir": str(out_dir), "backbone": backbone, "clip_path": str(encoders / "clip.pt"),
                 "vae_path": str(encoders / "vae.pt"), "cache_dir": str(encoders / "cache"), "dataset_size": 40,
                 "batch_size": 4, "max_steps": 4, "warmup_steps": 1, "log_every": 2, "eval_every": 4,
                 "eval_prompts": 2, "threads": 1, "checkpoint_every_s": 3600, **overrides}
     argv = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in settings.items()]
-    train_teacher.main(argv + [f"--model={json.dumps(TINY_TEACHERS[backbone])}"])
+    train_teacher.main(argv + [f"--model={json.dumps(model or TINY_TEACHERS[backbone])}"])
     return torch.load(out_dir / "ckpt.pt")
 
 
@@ -87,6 +87,23 @@ def test_init_from_another_backbone_exits_2(encoders, tmp_path, capsys):
     assert exit_info.value.code == 2 and "init_from" in capsys.readouterr().err
 
 
+def test_init_from_adds_long_skips_to_a_dit_and_cannot_drop_them(encoders, tmp_path, capsys):
+    deeper = {**TINY_TEACHERS["dit"], "depth": 2}
+    run(encoders, tmp_path / "plain", "dit", model=deeper, max_steps=2)
+    plain = sample.load_teacher(str(tmp_path / "plain" / "ckpt.pt"))
+    # learning rate 0 leaves the loaded weights, and the zero skip layers, as they are: the same teacher
+    skipped = run(encoders, tmp_path / "skips", "dit", model={**deeper, "long_skips": True}, max_steps=2,
+                  learning_rate=0, init_from=str(tmp_path / "plain" / "ckpt.pt"))
+    assert skipped["model_args"]["long_skips"] and not skipped["model"]["ema.skip_linears.0.weight"].any()
+    continued = sample.load_teacher(str(tmp_path / "skips" / "ckpt.pt"))
+    latent, text = torch.randn(2, 4, 16, 16), torch.randn(2, 32, 128)
+    with torch.no_grad():
+        assert torch.equal(continued(latent, 500, text), plain(latent, 500, text))
+    with pytest.raises(SystemExit) as exit_info:
+        run(encoders, tmp_path / "dropped", "dit", model=deeper, init_from=str(tmp_path / "skips" / "ckpt.pt"))
+    assert exit_info.value.code == 2 and "init_from" in capsys.readouterr().err
+
+
 def test_bad_model_config_exits_2(encoders, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         train_teacher.main([f"--out_dir={tmp_path}", "--model={\"channels\": 3}"])
@@ -97,8 +114,8 @@ def test_configs_parse():
     from trainer.configurator import configure
     paths = sorted(glob.glob("trainer/configs/teacher-*.json"))
     assert [os.path.basename(path) for path in paths] == [
-        "teacher-dit-continue.json", "teacher-dit.json", "teacher-unet-eps-continue.json", "teacher-unet-eps.json",
-        "teacher-unet-v-continue.json", "teacher-unet-v.json"]
+        "teacher-dit-continue.json", "teacher-dit-skips.json", "teacher-dit.json", "teacher-unet-eps-continue.json",
+        "teacher-unet-eps.json", "teacher-unet-v-continue.json", "teacher-unet-v.json"]
     for path in paths:
         config = configure(train_teacher.DEFAULTS, [path])
         assert os.path.basename(path).startswith(f"teacher-{config['backbone']}")
