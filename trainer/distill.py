@@ -25,6 +25,11 @@ A v-prediction teacher (unet-v): the LoRA teacher trains on its own v target, an
 converted to eps (eps = sigma_t x_t + sqrt(alpha_bar_t) v) before the VSD difference; CFG is linear, so this equals
 CFG on eps.
 
+NASA-T (nasa_training_scale > 0, method.md's optional NASA in training): half the prompts get a negative prompt
+(training_negative: an attribute the caption leaves free, or one of the two objects it names); the student runs NASA
+with that negative at alpha ~ U(0, nasa_training_scale), one draw per step (rows without a negative at 0, exactly
+the plain student), and both teachers' CFG takes the negative prompt as its unconditional branch.
+
 guidance_mode, the one flag between the methods: fixed (SB: both teachers at guidance.fixed, default 4.5), random
 (PG-SB: one kappa ~ U(guidance.min, guidance.max) per step for both; defaults U(0.5, 4) for UNets, U(0.5, 3) for the
 DiT), and the ablations random-teacher-only / random-lora-only (that teacher random, the other at guidance.fixed).
@@ -56,12 +61,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import diffusion, distributed, export, shapes
+from trainer import diffusion, distributed, export, judge, shapes
 from trainer.checkpoint import TrainingCheckpoints, half_weights, load_checkpoint, save_checkpoint
 from trainer.configurator import ConfigError, configure
 from trainer.evaluate import StudentSampler
 from trainer.fid import FidReference
 from trainer.lora import add_lora
+from trainer.models.attention import set_nasa
 from trainer.models.clip import load_clip
 from trainer.models.vae import load_vae
 from trainer.package import file_entry
@@ -98,12 +104,15 @@ checkpoint_every_s = 300  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
 keep = "last"  # last | best: the student exported, the last step's or the lowest-FID probe's (VSD can drift late)
 write_package = True  # write the model package into --out at the end (false: student.pt only, where ONNX export is off)
+nasa_training_scale = 0.0  # NASA-T: alpha ~ U(0, this) per step with training negative prompts; 0: off
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
 # -----------------------------------------------------------------------------
 
+NEGATIVE_SHARE = 0.5  # NASA-T: the share of training prompts given a negative prompt (the others: none, NASA at 0)
+MAX_NASA_TRAINING_SCALE = 10.0
 STUDENT_T_RANGE = (20, 980)  # the student step's t ~ U{20 .. 980} (method.md)
 FIXED_GUIDANCE = 4.5  # SwiftBrush's kappa
 RANDOM_GUIDANCE = {"unet-eps": (0.5, 4.0), "unet-v": (0.5, 4.0), "dit": (0.5, 3.0)}  # PG-SB's U(min, max)
@@ -186,6 +195,8 @@ def validate(config, out_dir: str) -> dict:
                f"{key} must be positive{' and at most 1' if key.endswith('lr') else ''}, got {config[key]}")
     _check(0.0 <= config["lora_caption_dropout"] <= 1.0,
            f"lora_caption_dropout must be in [0, 1], got {config['lora_caption_dropout']}")
+    _check(_number(config["nasa_training_scale"]) and 0.0 <= config["nasa_training_scale"] <= MAX_NASA_TRAINING_SCALE,
+           f"nasa_training_scale must be in [0, {MAX_NASA_TRAINING_SCALE:g}], got {config['nasa_training_scale']}")
     _check(0.0 <= config["nasa_default_scale"] <= config["nasa_max_scale"],
            "need 0 <= nasa_default_scale <= nasa_max_scale")
     _check(config["keep"] in ("last", "best"), f"keep must be last or best, got {config['keep']!r}")
@@ -218,8 +229,9 @@ def check_resumable(settings):
     if not os.path.exists(path):
         return
     saved = load_checkpoint(path)["config"]
+    # a key newer than the checkpoint is unchanged at its default: the saved run had that behaviour
     changed = sorted(key for key in set(saved) | set(settings)
-                     if key not in RESUMABLE_CHANGES and saved.get(key) != settings.get(key))
+                     if key not in RESUMABLE_CHANGES and saved.get(key, DEFAULTS.get(key)) != settings.get(key))
     _check(not changed, f"{settings['run_dir']} holds a run with a different recipe ({', '.join(changed)} differ); "
                         "use another --out or run_dir, or delete it")
 
@@ -252,10 +264,58 @@ def guidance_scales(guidance: dict, seed: int, step: int):
     raise ValueError(f"unknown guidance mode {mode!r}")
 
 
+def batch_start(step: int, rank: int, world_size: int, batch_size: int) -> int:
+    """The stream index of the first sample of one rank's batch at one step."""
+    return (step * world_size + rank) * batch_size
+
+
 def step_prompts(seed: int, step: int, rank: int, world_size: int, batch_size: int) -> list:
     """The captions of one rank's batch at one step (only captions: sample_scene skips rendering)."""
-    start = (step * world_size + rank) * batch_size
+    start = batch_start(step, rank, world_size, batch_size)
     return [shapes.sample_scene(seed, start + i)[1] for i in range(batch_size)]
+
+
+def training_negative(caption: str, rng: random.Random) -> str:
+    """NASA-T's negative prompt for a training caption, of the two kinds eval_sets.negative_pairs evaluates: an
+    attribute the caption leaves free ("red" for "a circle on a white background", "square" for "two shapes"), or one
+    of the two objects a caption names ("blue square" for "a red circle and a blue square", where no phrase of one
+    could describe the other); "" (no negative) for 1 - NEGATIVE_SHARE of the captions and for a caption that leaves
+    nothing free."""
+    if rng.random() >= NEGATIVE_SHARE:
+        return ""
+    named = judge.parse_caption(caption)
+    if named.count == 2 and named.objects:
+        first, second = named.objects
+        choices = [" ".join(filter(None, (negated.color, negated.shape))) for negated, kept in ((first, second),
+                                                                                               (second, first))
+                   if (negated.color and kept.color and negated.color != kept.color)
+                   or (negated.shape and kept.shape and negated.shape != kept.shape)]
+    else:
+        described = named.objects[0] if named.objects else judge.ObjectSpec()
+        choices = ([] if described.color else list(shapes.COLORS)) + ([] if described.shape else list(shapes.SHAPES))
+    choices += [] if named.background else list(shapes.BACKGROUNDS)
+    return rng.choice(choices) if choices else ""
+
+
+def step_negatives(seed: int, step: int, rank: int, world_size: int, prompts: list) -> list:
+    """The NASA-T negative prompts of one rank's batch (prompts = step_prompts of the same step): a function of the
+    seed and each sample's stream index, so the same on every rank and after a resume."""
+    start = batch_start(step, rank, world_size, len(prompts))
+    return [training_negative(caption, random.Random(f"negative {seed} {start + i}"))
+            for i, caption in enumerate(prompts)]
+
+
+def nasa_training_alpha(scale: float, seed: int, step: int) -> float:
+    """NASA-T's alpha of a step, ~ U(0, scale), from (seed, step)."""
+    return random.Random(f"nasa {seed} {step}").uniform(0.0, scale)
+
+
+def nasa_inputs(text_encoder, negatives: list, empty_states, alpha: float) -> dict:
+    """Distillation.step's NASA-T arguments: the negatives' text states, rows without one exactly empty_states (the
+    plain unconditional branch), and the student's NASA scale per row, alpha where there is a negative, else 0."""
+    has_negative = torch.tensor([bool(negative) for negative in negatives], device=empty_states.device)
+    return {"negative_states": torch.where(has_negative[:, None, None], text_encoder(negatives), empty_states),
+            "nasa_scale": has_negative.to(empty_states.dtype) * alpha}
 
 
 def guided_eps(model, x_t, t, text_states, uncond_states, kappa: float) -> torch.Tensor:
@@ -271,14 +331,15 @@ def vsd_gradient(eps_teacher, eps_lora, t) -> torch.Tensor:
 
 
 class OneStepStudent(nn.Module):
-    """The student's forward for DDP: noise (B, C, h, w), text states (B, L, D) -> x0 latent (B, C, h, w)."""
+    """The student's forward for DDP: noise (B, C, h, w), text states (B, L, D) (and NASA-T's negative states
+    (B, L, D) at nasa_scale (B,)) -> x0 latent (B, C, h, w)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, noise, text_states):
-        return diffusion.one_step_generate(self.model, noise, text_states)
+    def forward(self, noise, text_states, negative_states=None, nasa_scale=None):
+        return diffusion.one_step_generate(self.model, noise, text_states, negative_states, nasa_scale)
 
 
 class DistillWeights(nn.Module):
@@ -310,6 +371,8 @@ class Distillation:
     def __init__(self, teacher: nn.Module, config: dict, dist_info):
         self.teacher = teacher  # psi, frozen
         self.student = copy.deepcopy(teacher).requires_grad_(True).train()  # f_theta, starts as the teacher
+        if config["nasa_training_scale"]:
+            set_nasa(self.student, True)  # processors only: the weights, and so the checkpoint, are unchanged
         self.lora_teacher = copy.deepcopy(teacher)  # pi: the teacher plus LoRA
         self.adapters = add_lora(self.lora_teacher, config["lora_rank"], config["lora_alpha"])
         self.weights = DistillWeights(self.student, self.adapters)
@@ -327,17 +390,21 @@ class Distillation:
         self.student_forward = distributed.wrap(self.student_forward, self.dist_info)
         self.lora_loss = distributed.wrap(self.lora_loss, self.dist_info)
 
-    def step(self, text_states, empty_states, kappa_teacher: float, kappa_lora: float) -> dict:
+    def step(self, text_states, empty_states, kappa_teacher: float, kappa_lora: float, negative_states=None,
+             nasa_scale=None) -> dict:
         """One student step, then lora_steps LoRA steps on the student's samples (the first on this step's, the next
-        on fresh ones of the updated student). text_states (B, L, D), empty_states (1, L, D)."""
+        on fresh ones of the updated student). text_states (B, L, D), empty_states (1, L, D). NASA-T:
+        negative_states (B, L, D), the student's NASA negative at nasa_scale (B,) and both teachers' unconditional
+        branch (a row without a negative prompt holds "" at scale 0)."""
         batch, device = text_states.shape[0], text_states.device
         args = self.student.args
+        negative = () if negative_states is None else (negative_states, nasa_scale)
         noise = torch.randn(batch, args.in_channels, args.sample_size, args.sample_size, device=device)
-        x0 = self.student_forward(noise, text_states)  # (B, C, h, w), with gradient
+        x0 = self.student_forward(noise, text_states, *negative)  # (B, C, h, w), with gradient
         t = torch.randint(STUDENT_T_RANGE[0], STUDENT_T_RANGE[1] + 1, (batch,), device=device)
         with torch.no_grad():
             x_t = diffusion.q_sample(x0.detach(), t, torch.randn_like(x0))
-            uncond = empty_states.expand(batch, -1, -1)
+            uncond = empty_states.expand(batch, -1, -1) if negative_states is None else negative_states
             eps_teacher = guided_eps(self.teacher, x_t, t, text_states, uncond, kappa_teacher)
             eps_lora = guided_eps(self.lora_teacher, x_t, t, text_states, uncond, kappa_lora)
             grad = vsd_gradient(eps_teacher, eps_lora, t)
@@ -350,7 +417,7 @@ class Distillation:
         lora_losses = [self.lora_step(x0.detach(), text_states, empty_states)]
         for _ in range(self.config["lora_steps"] - 1):
             with torch.no_grad():
-                samples = self.student_forward(torch.randn_like(noise), text_states)
+                samples = self.student_forward(torch.randn_like(noise), text_states, *negative)
             lora_losses.append(self.lora_step(samples, text_states, empty_states))
         return {"loss_student": student_loss.item(), "loss_lora": sum(lora_losses) / len(lora_losses),
                 "student_grad_norm": grad_norm.item()}
@@ -480,7 +547,12 @@ def run(settings, out_dir: str) -> int:
     while step < total:
         prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
         kappa_teacher, kappa_lora = guidance_scales(settings["guidance"], settings["seed"], step)
-        losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora)
+        nasa = {}
+        if settings["nasa_training_scale"]:
+            negatives = step_negatives(settings["seed"], step, dist_info.rank, dist_info.world_size, prompts)
+            alpha = nasa_training_alpha(settings["nasa_training_scale"], settings["seed"], step)
+            nasa = nasa_inputs(text_encoder, negatives, empty_states, alpha)
+        losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora, **nasa)
         for key in ("loss_student", "loss_lora"):
             if not math.isfinite(losses[key]):
                 raise DistillError(f"{key} is {losses[key]} at step {step + 1}: stopping (lower student_lr or "
@@ -495,6 +567,7 @@ def run(settings, out_dir: str) -> int:
             means = {key: distributed.all_reduce_mean(sum(w[key] for w in window) / len(window), dist_info)
                      for key in window[0]}
             record = dict(means, kappa=kappa_teacher, kappa_lora=kappa_lora,
+                          **({"nasa_alpha": alpha} if settings["nasa_training_scale"] else {}),
                           s_per_step=(time.time() - window_started) / len(window))
             if probe and evaluation_due:
                 final_metrics = probe(distillation.student)

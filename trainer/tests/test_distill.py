@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from trainer import distill, distributed, package
+from trainer import distill, distributed, judge, package, shapes
 from trainer.checkpoint import load_checkpoint
 from trainer.sample import TextEncoder, load_teacher
 from tiny_models import write_tiny_checkpoints  # trainer/tests is on sys.path under pytest
@@ -186,6 +186,64 @@ def test_lora_steps_update_the_lora_teacher_that_often_after_the_same_student_st
                for name, value in runs[1].adapters.state_dict().items())
 
 
+def test_training_negatives_name_what_the_caption_leaves_free_or_one_of_two_distinct_objects():
+    prompts = distill.step_prompts(0, 0, 0, 1, 2000)
+    negatives = distill.step_negatives(0, 0, 0, 1, prompts)
+    assert 0.3 < sum(map(bool, negatives)) / len(negatives) < distill.NEGATIVE_SHARE
+    kinds = set()
+    for caption, negative in zip(prompts, negatives):
+        if not negative:
+            continue
+        named = judge.parse_caption(caption)
+        if negative in shapes.BACKGROUNDS:
+            assert named.background is None, caption
+            kinds.add("background")
+        elif named.count == 2 and named.objects:  # removal: the phrase describes one object and cannot the other
+            negated = judge.parse_object(negative)
+            described = [spec for spec in named.objects if (spec.color, spec.shape) == (negated.color, negated.shape)]
+            assert len(described) == 1 and len(negative.split()) <= 2, caption
+            kinds.add("removal")
+        else:  # under-specified: a color or shape word the caption does not fix
+            spec = named.objects[0] if named.objects else judge.ObjectSpec()
+            assert (negative in shapes.COLORS and spec.color is None) or (negative in shapes.SHAPES and
+                                                                          spec.shape is None), caption
+            kinds.add("color" if negative in shapes.COLORS else "shape")
+    assert kinds == {"background", "removal", "color", "shape"}
+    assert negatives == distill.step_negatives(0, 0, 0, 1, prompts)  # a function of the seed and the stream index
+    second_rank = distill.step_negatives(0, 0, 1, 2, distill.step_prompts(0, 0, 1, 2, 1000))
+    assert second_rank == negatives[1000:2000] and negatives != distill.step_negatives(1, 0, 0, 1, prompts)
+
+
+def test_nasa_training_steers_the_student_and_makes_the_negative_both_teachers_unconditional_branch(
+        checkpoints, tmp_path, monkeypatch):
+    states, empty = prompt_states(checkpoints)
+    text_encoder = TextEncoder(str(checkpoints / "clip.pt"))
+    unconds = []
+    real_guided_eps = distill.guided_eps
+
+    def spy(model, x_t, t, text_states, uncond, kappa):
+        unconds.append(uncond)
+        return real_guided_eps(model, x_t, t, text_states, uncond, kappa)
+
+    monkeypatch.setattr(distill, "guided_eps", spy)
+    students = {}
+    for name, scale, negatives in (("off", 0.0, None), ("none", 1.0, ["", ""]), ("on", 1.0, ["red", ""])):
+        (tmp_path / name).mkdir()
+        vsd, _ = distillation(checkpoints, tmp_path / name, nasa_training_scale=scale)
+        nasa = {} if negatives is None else distill.nasa_inputs(text_encoder, negatives, empty, 0.7)
+        for _ in range(2):  # the first step's VSD gradient is 0 (the LoRA teacher starts as the teacher)
+            torch.manual_seed(1)
+            vsd.step(states, empty, 3.0, 3.0, **nasa)
+        students[name] = vsd.student.state_dict()
+        if negatives:  # the last step's teacher and LoRA teacher calls: uncond = the negative rows
+            assert all(torch.equal(uncond, nasa["negative_states"]) for uncond in unconds[-2:])
+            assert torch.equal(nasa["nasa_scale"], torch.tensor([0.7 if negative else 0.0 for negative in negatives]))
+            assert torch.equal(nasa["negative_states"][1], empty[0])
+    # "" at scale 0 is exactly the plain student and the plain CFG; a negative changes the update
+    assert all(torch.equal(value, students["none"][name]) for name, value in students["off"].items())
+    assert any(not torch.equal(value, students["on"][name]) for name, value in students["off"].items())
+
+
 BAD_CONFIGS = [
     ("not json", "is not valid JSON"),
     ({"stepz": 10}, "unknown config key 'stepz'"),
@@ -208,6 +266,7 @@ BAD_CONFIGS = [
     ({"seed": 1001}, "seed must be in"),
     ({"name": "other-name"}, "--out must be a folder named after the model id"),
     ({"keep": "first"}, "keep must be last or best"),
+    ({"nasa_training_scale": -0.5}, "nasa_training_scale must be in"),
 ]
 
 
@@ -304,6 +363,16 @@ def test_sigint_saves_a_checkpoint_and_exits_130(checkpoints, tmp_path):
     assert load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))["step"] >= 2
 
 
+def test_a_checkpoint_older_than_a_config_key_resumes_when_the_key_keeps_its_default(checkpoints, tmp_path):
+    assert run_in_process(checkpoints, tmp_path, steps=2) == 0
+    path = tmp_path / "run" / "ckpt.pt"
+    checkpoint = torch.load(path)
+    del checkpoint["config"]["nasa_training_scale"]  # as saved before NASA-T existed
+    torch.save(checkpoint, path)
+    assert run_in_process(checkpoints, tmp_path, steps=3) == 0
+    assert load_checkpoint(str(tmp_path / "run" / "student.pt"))["step"] == 3
+
+
 def test_rerun_with_another_recipe_is_refused(checkpoints, tmp_path, uninterrupted, capsys):
     path = job(checkpoints, uninterrupted, steps=30, eval_every=15, student_lr=1e-3)
     assert distill.main(["--config", str(path), "--out", str(uninterrupted / "student")]) == 2
@@ -335,15 +404,17 @@ def test_the_output_is_a_valid_package_with_the_training_record(uninterrupted):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_processes_train_one_student_and_only_the_master_logs_and_exports(checkpoints, tmp_path):
-    # --redirects/--tee: see test_ddp.py; lora_steps 2: the second LoRA step's samples come from the DDP-wrapped student
+    # --redirects/--tee: see test_ddp.py; lora_steps 2: the second LoRA step's samples come from the DDP-wrapped
+    # student; NASA-T: its negative states and scales go through the DDP wrapper too
+    config = job(checkpoints, tmp_path, steps=2, lora_steps=2, nasa_training_scale=1.0)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--redirects=2",
-               "--tee=2", "-m", "trainer.distill", "--config", str(job(checkpoints, tmp_path, steps=2, lora_steps=2)),
-               "--out", str(tmp_path / "student")]
+               "--tee=2", "-m", "trainer.distill", "--config", str(config), "--out", str(tmp_path / "student")]
     result = subprocess.run(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                             text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line.get("step") for line in lines] == [1, 2, None] and lines[-1]["event"] == "exported"
+    assert [line["nasa_alpha"] for line in lines[:2]] == [distill.nasa_training_alpha(1.0, 0, step) for step in (0, 1)]
     checkpoint = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
     assert checkpoint["step"] == 2 and len(checkpoint["rng"]) == 2  # one noise stream per rank
     assert json.loads((tmp_path / "student" / "model.json").read_text())["training"]["steps"] == 2
