@@ -46,6 +46,13 @@ def half_weights(state: dict) -> dict:
     return {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
 
 
+def config_changes(saved: dict, config: dict, defaults: dict) -> dict:
+    """{key: value in config} of every key whose value differs from the saved config's. A key the saved config lacks
+    (added to the code after the checkpoint was written) counts as unchanged while it has its default."""
+    return {key: config.get(key) for key in sorted(set(saved) | set(config))
+            if saved.get(key, defaults.get(key)) != config.get(key, defaults.get(key))}
+
+
 def rng_state():
     """Every random generator a training step may touch, to store in a checkpoint."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -93,11 +100,12 @@ class TrainingCheckpoints:
     """
 
     def __init__(self, out_dir, model, optimizer, model_args, config, dist_info, every_s,
-                 stop_signals=(signal.SIGTERM,), extra=None):
+                 stop_signals=(signal.SIGTERM,), extra=None, defaults=None):
         self.path = os.path.join(out_dir, "ckpt.pt")
         self.extra = dict(extra or {})  # more top-level checkpoint entries (their defaults), saved and resumed
         self.model, self.optimizer, self.model_args = model, optimizer, model_args
         self.config, self.dist_info, self.every_s = config, dist_info, every_s
+        self.defaults = defaults or {}  # the config's defaults: a key newer than a checkpoint had its default
         self.stop = StopRequest(stop_signals)
         self.last_save = time.time()
         self.history = []  # [{"step", "changes"}]: config changes made when resuming, so a run's recipe stays honest
@@ -113,7 +121,7 @@ class TrainingCheckpoints:
         set_rng_state(rng[self.dist_info.rank % len(rng)])
         self.history = checkpoint.get("history", [])
         self.extra.update({key: checkpoint[key] for key in self.extra if key in checkpoint})
-        changes = {k: v for k, v in self.config.items() if checkpoint["config"].get(k) != v}
+        changes = config_changes(checkpoint["config"], self.config, self.defaults)
         if changes:
             self.history.append({"step": checkpoint["step"], "changes": changes})
         if self.dist_info.is_master:

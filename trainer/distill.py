@@ -25,10 +25,12 @@ A v-prediction teacher (unet-v): the LoRA teacher trains on its own v target, an
 converted to eps (eps = sigma_t x_t + sqrt(alpha_bar_t) v) before the VSD difference; CFG is linear, so this equals
 CFG on eps.
 
-NASA-T (nasa_training_scale > 0, method.md's optional NASA in training): half the prompts get a negative prompt
-(training_negative: an attribute the caption leaves free, or one of the two objects it names); the student runs NASA
-with that negative at alpha ~ U(0, nasa_training_scale), one draw per step (rows without a negative at 0, exactly
-the plain student), and both teachers' CFG takes the negative prompt as its unconditional branch.
+NASA-T (nasa_training_scale > 0, method.md's optional NASA in training): half the prompts are offered a negative
+prompt (training_negative: an attribute the caption leaves free, or one of the two objects it names; ~40% get one);
+the student runs NASA with that negative at alpha ~ U(0, nasa_training_scale), one draw per step (rows without a
+negative at 0, exactly the plain student), and both teachers' CFG takes the negative prompt as its unconditional
+branch. The LoRA teacher still learns the student's samples given the caption alone (as in VSD without NASA); its
+CFG reads the negative the way the frozen teacher's does, so the two stay comparable.
 
 guidance_mode, the one flag between the methods: fixed (SB: both teachers at guidance.fixed, default 4.5), random
 (PG-SB: one kappa ~ U(guidance.min, guidance.max) per step for both; defaults U(0.5, 4) for UNets, U(0.5, 3) for the
@@ -62,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import diffusion, distributed, export, judge, shapes
-from trainer.checkpoint import TrainingCheckpoints, half_weights, load_checkpoint, save_checkpoint
+from trainer.checkpoint import TrainingCheckpoints, config_changes, half_weights, load_checkpoint, save_checkpoint
 from trainer.configurator import ConfigError, configure
 from trainer.evaluate import StudentSampler
 from trainer.fid import FidReference
@@ -228,10 +230,8 @@ def check_resumable(settings):
     path = os.path.join(settings["run_dir"], "ckpt.pt")
     if not os.path.exists(path):
         return
-    saved = load_checkpoint(path)["config"]
-    # a key newer than the checkpoint is unchanged at its default: the saved run had that behaviour
-    changed = sorted(key for key in set(saved) | set(settings)
-                     if key not in RESUMABLE_CHANGES and saved.get(key, DEFAULTS.get(key)) != settings.get(key))
+    changed = [key for key in config_changes(load_checkpoint(path)["config"], settings, DEFAULTS)
+               if key not in RESUMABLE_CHANGES]
     _check(not changed, f"{settings['run_dir']} holds a run with a different recipe ({', '.join(changed)} differ); "
                         "use another --out or run_dir, or delete it")
 
@@ -264,14 +264,9 @@ def guidance_scales(guidance: dict, seed: int, step: int):
     raise ValueError(f"unknown guidance mode {mode!r}")
 
 
-def batch_start(step: int, rank: int, world_size: int, batch_size: int) -> int:
-    """The stream index of the first sample of one rank's batch at one step."""
-    return (step * world_size + rank) * batch_size
-
-
 def step_prompts(seed: int, step: int, rank: int, world_size: int, batch_size: int) -> list:
     """The captions of one rank's batch at one step (only captions: sample_scene skips rendering)."""
-    start = batch_start(step, rank, world_size, batch_size)
+    start = distributed.batch_start(step, rank, world_size, batch_size)
     return [shapes.sample_scene(seed, start + i)[1] for i in range(batch_size)]
 
 
@@ -280,7 +275,9 @@ def training_negative(caption: str, rng: random.Random) -> str:
     attribute the caption leaves free ("red" for "a circle on a white background", "square" for "two shapes"), or one
     of the two objects a caption names ("blue square" for "a red circle and a blue square", where no phrase of one
     could describe the other); "" (no negative) for 1 - NEGATIVE_SHARE of the captions and for a caption that leaves
-    nothing free."""
+    nothing free. A removal negative names what the caption asks for; the teachers' CFG with it as the unconditional
+    branch still removes it: 95% negative-prompt success for the unet-v teacher, half of the pairs removals
+    (docs/results.md, Negative prompts)."""
     if rng.random() >= NEGATIVE_SHARE:
         return ""
     named = judge.parse_caption(caption)
@@ -299,8 +296,8 @@ def training_negative(caption: str, rng: random.Random) -> str:
 
 def step_negatives(seed: int, step: int, rank: int, world_size: int, prompts: list) -> list:
     """The NASA-T negative prompts of one rank's batch (prompts = step_prompts of the same step): a function of the
-    seed and each sample's stream index, so the same on every rank and after a resume."""
-    start = batch_start(step, rank, world_size, len(prompts))
+    seed and each sample's stream index, so the same whichever process draws them, and after a resume."""
+    start = distributed.batch_start(step, rank, world_size, len(prompts))
     return [training_negative(caption, random.Random(f"negative {seed} {start + i}"))
             for i, caption in enumerate(prompts)]
 
@@ -525,7 +522,7 @@ def run(settings, out_dir: str) -> int:
     checkpoints = TrainingCheckpoints(settings["run_dir"], distillation.weights, distillation.optimizers,
                                       distillation.student.args, settings, dist_info,
                                       every_s=settings["checkpoint_every_s"],
-                                      stop_signals=(signal.SIGTERM, signal.SIGINT))
+                                      stop_signals=(signal.SIGTERM, signal.SIGINT), defaults=DEFAULTS)
     torch.manual_seed(settings["seed"] + 1 + dist_info.rank)  # each rank its own noise stream
     step = start_step = checkpoints.resume()
     best = BestStudent(settings["run_dir"], fresh=step == 0) if settings["keep"] == "best" and probe else None

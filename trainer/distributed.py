@@ -62,6 +62,12 @@ def unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def batch_start(step: int, rank: int, world_size: int, batch_size: int) -> int:
+    """The index, in a seeded sample stream, of the first sample of one rank's batch at one step: the ranks take
+    consecutive slices, so a run's samples do not depend on how many processes share them out."""
+    return (step * world_size + rank) * batch_size
+
+
 def all_reduce_mean(value, dist_info):
     """The mean of a float over all processes (for logging one loss per step)."""
     if dist_info.world_size == 1:

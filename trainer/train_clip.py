@@ -111,7 +111,7 @@ def hard_negative(caption, scene, rng, fallback_captions):
 
 def training_batch(config, step, dist_info, tokenizer):
     """(images (B, 3, 64, 64), input_ids (B, L), negative_input_ids (B, L) or None) of one step on one rank."""
-    start = (step * dist_info.world_size + dist_info.rank) * config["batch_size"]
+    start = distributed.batch_start(step, dist_info.rank, dist_info.world_size, config["batch_size"])
     samples = [shapes.sample(config["seed"], start + i) for i in range(config["batch_size"])]
     images = images_to_tensor(np.stack([image for image, _, _ in samples]))
     captions = [caption for _, caption, _ in samples]
@@ -152,7 +152,7 @@ def main(argv):
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config["weight_decay"]},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config["learning_rate"])
     checkpoints = TrainingCheckpoints(config["out_dir"], clip, optimizer, model_args, config, dist_info,
-                                      every_s=config["checkpoint_every_s"])
+                                      every_s=config["checkpoint_every_s"], defaults=DEFAULTS)
     step = checkpoints.resume()
     training_model = distributed.wrap(clip, dist_info)
 

@@ -222,7 +222,7 @@ def main(argv):
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"],
                                   weight_decay=config["weight_decay"], foreach=True)
     checkpoints = TrainingCheckpoints(config["out_dir"], weights, optimizer, model.args, config, dist_info,
-                                      every_s=config["checkpoint_every_s"], extra={"init": None})
+                                      every_s=config["checkpoint_every_s"], extra={"init": None}, defaults=DEFAULTS)
     torch.manual_seed(config["torch_seed"] + 1 + dist_info.rank)  # each rank its own data and noise stream
     step = checkpoints.resume()
     if step == 0 and config["init_from"]:

@@ -133,7 +133,7 @@ def main(argv):
     vae = AutoencoderKL(model_args).to(dist_info.device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
     checkpoints = TrainingCheckpoints(config["out_dir"], vae, optimizer, model_args, config, dist_info,
-                                      every_s=config["checkpoint_every_s"])
+                                      every_s=config["checkpoint_every_s"], defaults=DEFAULTS)
     step = checkpoints.resume()
     training_step = distributed.wrap(VaeLoss(vae, config).to(dist_info.device), dist_info)
 

@@ -202,6 +202,9 @@ def test_training_negatives_name_what_the_caption_leaves_free_or_one_of_two_dist
             negated = judge.parse_object(negative)
             described = [spec for spec in named.objects if (spec.color, spec.shape) == (negated.color, negated.shape)]
             assert len(described) == 1 and len(negative.split()) <= 2, caption
+            kept = named.objects[1] if described[0] is named.objects[0] else named.objects[0]
+            pairs = [(getattr(kept, key), getattr(negated, key)) for key in ("color", "shape")]
+            assert any(a and b and a != b for a, b in pairs), caption  # named in both, differently
             kinds.add("removal")
         else:  # under-specified: a color or shape word the caption does not fix
             spec = named.objects[0] if named.objects else judge.ObjectSpec()
@@ -371,6 +374,8 @@ def test_a_checkpoint_older_than_a_config_key_resumes_when_the_key_keeps_its_def
     torch.save(checkpoint, path)
     assert run_in_process(checkpoints, tmp_path, steps=3) == 0
     assert load_checkpoint(str(tmp_path / "run" / "student.pt"))["step"] == 3
+    # the recipe's history records the real change (steps), not the key the old checkpoint lacked
+    assert [entry["changes"] for entry in load_checkpoint(str(path))["history"]] == [{"steps": 3}]
 
 
 def test_rerun_with_another_recipe_is_refused(checkpoints, tmp_path, uninterrupted, capsys):

@@ -93,18 +93,19 @@ def test_long_skips_start_as_the_model_without_them():
 
 
 def test_long_skips_pair_block_inputs_outside_in():
-    # depth 4: block 2 reads block 1's input, block 3 (the last) reads block 0's, the patch embedding
+    # depth 4: block 2 reads block 1's input (block 0's output), block 3 (the last) block 0's, the patch embedding
     model = tiny_dit(depth=4, long_skips=True)
-    seen = {}
-    for name, module in [("embedding", model.pos_embed), *[(f"block{i}", b) for i, b in
-                                                           enumerate(model.transformer_blocks)]]:
-        module.register_forward_hook(lambda _m, _in, out, name=name: seen.__setitem__(name, out))
-    for i, linear in enumerate(model.skip_linears):
-        linear.register_forward_hook(lambda _m, args, _out, i=i: seen.__setitem__(f"skip{i}", args[0]))
+    inputs_of, outputs_of = {}, {"embedding": None}
+    model.pos_embed.register_forward_hook(lambda _m, _in, out: outputs_of.__setitem__("embedding", out))
+    for i, block in enumerate(model.transformer_blocks):
+        block.register_forward_pre_hook(lambda _m, args, i=i: inputs_of.__setitem__(i, args[0]))
+        block.register_forward_hook(lambda _m, _in, out, i=i: outputs_of.__setitem__(i, out))
     x, t, c, _ = inputs()
     with torch.no_grad():
         model(x, t, c)
-    assert torch.equal(seen["skip0"], seen["block0"]) and torch.equal(seen["skip1"], seen["embedding"])
+        assert torch.equal(inputs_of[0], outputs_of["embedding"]) and torch.equal(inputs_of[1], outputs_of[0])
+        assert torch.equal(inputs_of[2], outputs_of[1] + model.skip_linears[0](outputs_of[0]))
+        assert torch.equal(inputs_of[3], outputs_of[2] + model.skip_linears[1](outputs_of["embedding"]))
 
 
 def test_long_skips_need_an_even_depth():
