@@ -225,7 +225,8 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--package", help="model package folder, e.g. models/<id> (its student runs in PyTorch)")
     source.add_argument("--teacher", help="teacher checkpoint, sampled with DDIM + CFG")
-    source.add_argument("--student", help="student checkpoint (distill's student.pt), one step, with --clip/--vae")
+    source.add_argument("--student", help="student checkpoint (distill's student.pt), one step, with --clip/--vae; "
+                                          "a teacher checkpoint: the student before distillation (teacher-init)")
     parser.add_argument("--cfg", type=float, default=4.5, help="--teacher: CFG scale")
     parser.add_argument("--steps", type=int, default=25, help="--teacher: DDIM steps")
     parser.add_argument("--clip", default="models/base/clip.pt", help="tiny CLIP (packages record theirs)")
@@ -262,9 +263,13 @@ def main(argv):
                "sampler": "one-step", "student_checkpoint": student_path}
     elif args.student:
         clip_path, vae_path, student_path = args.clip, args.vae, args.student
-        checkpoint = load_checkpoint(student_path)  # distill's student.pt: backbone, config (the run's recipe)
-        row = {"model": student_path, "backbone": checkpoint["backbone"], "method": checkpoint["config"]["method"],
-               "guidance": checkpoint["config"]["guidance"], "sampler": "one-step"}
+        # distill's student.pt (backbone, config: the run's recipe), or a teacher: every student's step 0
+        checkpoint = load_checkpoint(student_path)
+        recipe = checkpoint["config"]
+        row = {"model": student_path, "backbone": checkpoint["backbone"],
+               "method": recipe.get("method", "teacher-init"), "sampler": "one-step"}
+        if "guidance" in recipe:
+            row["guidance"] = recipe["guidance"]
     else:
         clip_path, vae_path, student_path = args.clip, args.vae, None
     text_encoder = TextEncoder(clip_path, args.device)

@@ -48,7 +48,12 @@ def quality_table(rows, run_dirs) -> str:
     lines = ["| run | model | method | steps | align 1-obj % | align 2-obj % | CLIP score | FID | ms/image (batch / 1) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        steps = row.get("sampler") if row["method"] == "teacher" else steps_of(run_dirs[row["run"]], row["name"])
+        if row["method"] == "teacher":
+            steps = row.get("sampler")
+        elif row["method"] == "teacher-init":  # the teacher called once: every student before its first step
+            steps = 0
+        else:
+            steps = steps_of(run_dirs[row["run"]], row["name"])
         ms = row["ms_per_image"]
         lines.append(f"| {row['run']} | {row['name']} | {row['method']} | {steps} | {percent(row['alignment']['single'])}"
                      f" | {percent(row['alignment']['two'])} | {row['clip_score']:.1f} | {row['fid']['value']:.3f} | "

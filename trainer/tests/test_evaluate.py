@@ -62,6 +62,16 @@ def test_a_teacher_row_samples_with_ddim_and_cfg(distilled, capsys):
     assert row["fid"]["n"] == 8 and row["fid"]["value"] > 0
 
 
+def test_a_teacher_called_once_is_the_student_before_distillation(distilled, capsys):
+    paths = ["--clip", str(distilled / "clip.pt"), "--vae", str(distilled / "vae.pt")]
+    row = row_of(capsys, ["--student", str(distilled / "teacher-unet-eps.pt"), *paths, *SMALL, "--nasa-scale", "0.5"])
+    assert (row["method"], row["backbone"], row["sampler"]) == ("teacher-init", "unet-eps", "one-step")
+    assert "guidance" not in row and row["fid"]["n"] == 8
+    student = row_of(capsys, ["--student", str(distilled / "run" / "student.pt"), *paths, *SMALL, "--nasa-scale", "0.5"])
+    assert (student["method"], student["guidance"]["mode"]) == ("pg-sb", "random")
+    assert student["fid"] != row["fid"]  # two distillation steps moved it
+
+
 def samplers(directory):
     text_encoder = TextEncoder(str(directory / "clip.pt"))
     vae, scaling_factor = load_vae(str(directory / "vae.pt"))

@@ -28,6 +28,14 @@ def test_tables_have_one_row_per_evaluated_model_with_its_numbers(tmp_path, caps
     assert re.search(r"\| run2 \| shapes-unet-v-pgsb \| pg-sb \| 1031 \| 6\.0 \| 0\.0 \| 38\.8 \| 0\.049 \|", quality)
 
 
+def test_a_teacher_init_row_is_a_student_at_step_0(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    row = json.load(open(os.path.join(RUNS[1], "results", "shapes-unet-v-pgsb.json")))
+    (tmp_path / "results" / "unet-v-init.json").write_text(json.dumps(dict(row, method="teacher-init")))
+    assert results_table.main([str(tmp_path)]) == 0
+    assert f"| {tmp_path.name} | unet-v-init | teacher-init | 0 | 6.0 |" in capsys.readouterr().out
+
+
 def test_fid_plots_draw_one_line_per_distillation_run(tmp_path):
     plots = tmp_path / "plots"  # created by the command
     results_table.main(RUNS + ["--plots", str(plots)])
