@@ -113,7 +113,7 @@ DEFAULTS = {k: v for k, v in dict(globals()).items()
             if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
 # -----------------------------------------------------------------------------
 
-NEGATIVE_SHARE = 0.5  # NASA-T: the share of training prompts given a negative prompt (the others: none, NASA at 0)
+NEGATIVE_SHARE = 0.5  # NASA-T: the share of training prompts offered a negative prompt (the others: none, NASA at 0)
 MAX_NASA_TRAINING_SCALE = 10.0
 STUDENT_T_RANGE = (20, 980)  # the student step's t ~ U{20 .. 980} (method.md)
 FIXED_GUIDANCE = 4.5  # SwiftBrush's kappa
