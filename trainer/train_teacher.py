@@ -46,7 +46,7 @@ dataset_size = 50000  # training samples, encoded once
 cache_dir = "runs/cache"  # encoded training sets, shared by the teachers
 torch_seed = 1337  # parameter init, then (plus the rank) the sample / timestep / noise stream
 device = "auto"  # auto | cpu | cuda
-threads = 2  # torch.set_num_threads
+threads = 1  # torch.set_num_threads (1: faster than 2 on these 2 cores; trainer/README.md, Framework)
 # diffusion loss
 caption_dropout = 0.1  # fraction of captions replaced by "" (the CFG unconditional branch)
 min_snr_gamma = 5.0  # min-SNR-gamma loss weighting; 0: unweighted
