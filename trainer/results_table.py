@@ -2,7 +2,8 @@
 
     /usr/bin/python3 -m trainer.results_table docs/results/run1 docs/results/run2 --plots docs/results
 
-Each RUN folder holds results/<model>.json (trainer.evaluate rows) and progress/<run>.jsonl (progress logs). Prints
+Each RUN folder holds results/<model>.json (trainer.evaluate rows) and progress/<run>.jsonl (progress logs; a
+student's steps are its row's, or else its log's last step). Prints
 the Markdown tables (one row per model, later runs listed after earlier ones) and writes one PNG per backbone: FID
 against step for every distillation run of that backbone in every RUN.
 """
@@ -52,8 +53,8 @@ def quality_table(rows, run_dirs) -> str:
             steps = row.get("sampler")
         elif row["method"] == "teacher-init":  # the teacher called once: every student before its first step
             steps = 0
-        else:
-            steps = steps_of(run_dirs[row["run"]], row["name"])
+        else:  # the evaluated student's own step (keep = best: before the run's last), else the run's last step
+            steps = row["steps"] if "steps" in row else steps_of(run_dirs[row["run"]], row["name"])
         ms = row["ms_per_image"]
         lines.append(f"| {row['run']} | {row['name']} | {row['method']} | {steps} | {percent(row['alignment']['single'])}"
                      f" | {percent(row['alignment']['two'])} | {row['clip_score']:.1f} | {row['fid']['value']:.3f} | "

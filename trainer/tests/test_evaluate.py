@@ -38,8 +38,8 @@ def test_a_package_row_has_every_metric(distilled, capsys, tmp_path):
     row = row_of(capsys, ["--package", str(distilled / "tiny-pgsb"), *SMALL, "--nasa-scales=0,0.5", "--out",
                           str(out)])
     assert json.loads(out.read_text()) == row
-    assert (row["model"], row["method"], row["backbone"], row["sampler"]) == ("tiny-pgsb", "pg-sb", "unet-eps",
-                                                                               "one-step")
+    assert (row["model"], row["method"], row["backbone"], row["sampler"], row["steps"]) == (
+        "tiny-pgsb", "pg-sb", "unet-eps", "one-step", 2)
     assert row["alignment"]["n"] == 4 and row["alignment"]["n_single"] == row["alignment"]["n_two"] == 2
     assert isinstance(row["clip_score"], float) and -100 <= row["clip_score"] <= 100
     manifest = json.loads((distilled / "tiny-pgsb" / "model.json").read_text())
@@ -68,7 +68,7 @@ def test_a_teacher_called_once_is_the_student_before_distillation(distilled, cap
     assert (row["method"], row["backbone"], row["sampler"]) == ("teacher-init", "unet-eps", "one-step")
     assert "guidance" not in row and row["fid"]["n"] == 8
     student = row_of(capsys, ["--student", str(distilled / "run" / "student.pt"), *paths, *SMALL, "--nasa-scale", "0.5"])
-    assert (student["method"], student["guidance"]["mode"]) == ("pg-sb", "random")
+    assert (student["method"], student["guidance"]["mode"], student["steps"]) == ("pg-sb", "random", 2)
     assert student["fid"] != row["fid"]  # two distillation steps moved it
 
 

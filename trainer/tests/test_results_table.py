@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 
 from PIL import Image, ImageColor
 
@@ -28,12 +29,16 @@ def test_tables_have_one_row_per_evaluated_model_with_its_numbers(tmp_path, caps
     assert re.search(r"\| run2 \| shapes-unet-v-pgsb \| pg-sb \| 1031 \| 6\.0 \| 0\.0 \| 38\.8 \| 0\.049 \|", quality)
 
 
-def test_a_teacher_init_row_is_a_student_at_step_0(tmp_path, capsys):
+def test_a_teacher_init_row_is_a_student_at_step_0_and_a_kept_student_shows_its_own_step(tmp_path, capsys):
     (tmp_path / "results").mkdir()
+    shutil.copytree(os.path.join(RUNS[1], "progress"), tmp_path / "progress")  # its last step: 1031
     row = json.load(open(os.path.join(RUNS[1], "results", "shapes-unet-v-pgsb.json")))
     (tmp_path / "results" / "unet-v-init.json").write_text(json.dumps(dict(row, method="teacher-init")))
+    (tmp_path / "results" / "shapes-unet-v-pgsb.json").write_text(json.dumps(dict(row, steps=800)))
     assert results_table.main([str(tmp_path)]) == 0
-    assert f"| {tmp_path.name} | unet-v-init | teacher-init | 0 | 6.0 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"| {tmp_path.name} | unet-v-init | teacher-init | 0 | 6.0 |" in out
+    assert f"| {tmp_path.name} | shapes-unet-v-pgsb | pg-sb | 800 | 6.0 |" in out
 
 
 def test_fid_plots_draw_one_line_per_distillation_run(tmp_path):
