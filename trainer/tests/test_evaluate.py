@@ -67,7 +67,8 @@ def test_a_teacher_called_once_is_the_student_before_distillation(distilled, cap
     row = row_of(capsys, ["--student", str(distilled / "teacher-unet-eps.pt"), *paths, *SMALL, "--nasa-scale", "0.5"])
     assert (row["method"], row["backbone"], row["sampler"]) == ("teacher-init", "unet-eps", "one-step")
     assert "guidance" not in row and row["fid"]["n"] == 8
-    student = row_of(capsys, ["--student", str(distilled / "run" / "student.pt"), *paths, *SMALL, "--nasa-scale", "0.5"])
+    student = row_of(capsys, ["--student", str(distilled / "run" / "student.pt"), *paths, *SMALL,
+                              "--nasa-scale", "0.5"])
     assert (student["method"], student["guidance"]["mode"], student["steps"]) == ("pg-sb", "random", 2)
     assert student["fid"] != row["fid"]  # two distillation steps moved it
 
