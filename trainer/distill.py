@@ -32,6 +32,10 @@ negative at 0, exactly the plain student), and both teachers' CFG takes the nega
 branch. The LoRA teacher still learns the student's samples given the caption alone (as in VSD without NASA); its
 CFG reads the negative the way the frozen teacher's does, so the two stay comparable.
 
+init_from continues an earlier distillation of the same teacher (another recipe, e.g. with NASA-T): its student and
+LoRA teacher start the run, with fresh optimizers and the step count at 0; student.pt and model.json record that
+run's lineage (init) and total_steps.
+
 guidance_mode, the one flag between the methods: fixed (SB: both teachers at guidance.fixed, default 4.5), random
 (PG-SB: one kappa ~ U(guidance.min, guidance.max) per step for both; defaults U(0.5, 4) for UNets, U(0.5, 3) for the
 DiT), and the ablations random-teacher-only / random-lora-only (that teacher random, the other at guidance.fixed).
@@ -63,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import diffusion, distributed, export, judge, shapes
+from trainer import diffusion, distributed, export, judge, package, shapes
 from trainer.checkpoint import TrainingCheckpoints, config_changes, half_weights, load_checkpoint, save_checkpoint
 from trainer.configurator import ConfigError, configure
 from trainer.evaluate import StudentSampler
@@ -72,7 +76,6 @@ from trainer.lora import add_lora
 from trainer.models.attention import set_nasa
 from trainer.models.clip import load_clip
 from trainer.models.vae import load_vae
-from trainer.package import file_entry
 from trainer.progress import NonFiniteMetricError, ProgressLog, TimeBudget
 from trainer.sample import BACKBONES, TextEncoder, alignment, backbone_of, load_teacher
 from trainer.train_teacher import DenoisingLoss
@@ -106,6 +109,8 @@ checkpoint_every_s = 300  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
 keep = "last"  # last | best: the student exported, the last step's or the lowest-FID probe's (VSD can drift late)
 write_package = True  # write the model package into --out at the end (false: student.pt only, where ONNX export is off)
+init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, same lora_rank): its student and LoRA start
+#   this run (fresh optimizers, step 0); "" = both start as the teacher
 nasa_training_scale = 0.0  # NASA-T: alpha ~ U(0, this) per step with training negative prompts; 0: off
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
@@ -219,10 +224,33 @@ def validate(config, out_dir: str) -> dict:
     settings = dict(config, guidance=resolve_guidance(config, backbone_name), name=model_id,
                     run_dir=config["run_dir"] or os.path.join("runs", "distill", model_id),
                     teacher_checkpoint={"path": teacher_path, "backbone": backbone_name,
-                                        "sha256": file_entry(teacher_path)["sha256"]})
+                                        "sha256": package.file_entry(teacher_path)["sha256"]})
     settings["guidance_mode"] = settings["guidance"]["mode"]
+    if config["init_from"]:
+        check_init_from(config["init_from"], settings)
     check_resumable(settings)
     return settings
+
+
+def check_init_from(path: str, settings) -> None:
+    """init_from must be a distillation checkpoint of the same teacher with LoRA of the same rank."""
+    _check(os.path.isfile(path), f"init_from: no checkpoint at {path}")
+    try:
+        config = load_checkpoint(path)["config"]
+        teacher, rank = config["teacher_checkpoint"]["sha256"], config["lora_rank"]
+    except Exception as error:  # a teacher checkpoint, a student.pt, an unreadable file: a bad job
+        raise ConfigError(f"init_from: {path} is not a distillation checkpoint (<run_dir>/ckpt.pt): {error!r}") from None
+    _check(teacher == settings["teacher_checkpoint"]["sha256"],
+           f"init_from: {path} distilled another teacher than {settings['teacher_checkpoint']['path']}")
+    _check(rank == settings["lora_rank"], f"init_from: {path} has LoRA rank {rank}, this run {settings['lora_rank']}")
+
+
+def start_from_distillation(path: str, weights: nn.Module) -> dict:
+    """Load the student and LoRA weights of the distillation checkpoint at `path`; its lineage entry."""
+    checkpoint = load_checkpoint(path)
+    weights.load_state_dict(checkpoint["model"])
+    return {"path": path, "sha256": package.file_entry(path)["sha256"], "steps": checkpoint["step"],
+            "recipe": checkpoint["config"], "init": checkpoint.get("init")}
 
 
 def check_resumable(settings):
@@ -474,16 +502,16 @@ class BestStudent:
         return self.step
 
 
-def write_student(settings, student, step: int, metrics: dict) -> str:
+def write_student(settings, student, step: int, metrics: dict, init) -> str:
     """<run_dir>/student.pt in the format sample.load_teacher and export.load_models read, and student.json (its
-    metrics, which export puts in model.json)."""
+    metrics, which export puts in model.json); init: the lineage of the run init_from continued, or None."""
     path = os.path.join(settings["run_dir"], "student.pt")
     save_checkpoint(path, backbone=backbone_of(student), model_args=student.model_args(),
-                    model=half_weights(student.state_dict()),
-                    step=step, config=settings)
+                    model=half_weights(student.state_dict()), step=step, config=settings, init=init)
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
         json.dump({"backbone": backbone_of(student), "method": settings["method"], "steps": step,
-                   "recipe": settings, "metrics": metrics}, f, indent=2)
+                   "total_steps": step + package.earlier_steps(init), "recipe": settings, "init": init,
+                   "metrics": metrics}, f, indent=2)
         f.write("\n")
     return path
 
@@ -522,9 +550,12 @@ def run(settings, out_dir: str) -> int:
     checkpoints = TrainingCheckpoints(settings["run_dir"], distillation.weights, distillation.optimizers,
                                       distillation.student.args, settings, dist_info,
                                       every_s=settings["checkpoint_every_s"],
-                                      stop_signals=(signal.SIGTERM, signal.SIGINT), defaults=DEFAULTS)
+                                      stop_signals=(signal.SIGTERM, signal.SIGINT), extra={"init": None},
+                                      defaults=DEFAULTS)
     torch.manual_seed(settings["seed"] + 1 + dist_info.rank)  # each rank its own noise stream
     step = start_step = checkpoints.resume()
+    if step == 0 and settings["init_from"]:
+        checkpoints.extra["init"] = start_from_distillation(settings["init_from"], distillation.weights)
     best = BestStudent(settings["run_dir"], fresh=step == 0) if settings["keep"] == "best" and probe else None
     distillation.wrap()
     total = settings["steps"]
@@ -586,7 +617,7 @@ def run(settings, out_dir: str) -> int:
             distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
             metrics = probe(distillation.student)
         final = {"fid": {"n": settings["eval_n"], "value": metrics["fid"]}, "align_fid_prompts": metrics["align"]}
-        student_path = write_student(settings, distillation.student, step, final)
+        student_path = write_student(settings, distillation.student, step, final, checkpoints.extra["init"])
         if settings["write_package"]:
             manifest = export_student(settings, student_path, out_dir)
             event = {"event": "exported", "model_id": manifest["id"], "package": out_dir, "student": student_path}

@@ -260,7 +260,8 @@ def main(argv):
         manifest = inputs["manifest"]
         clip_path, vae_path, student_path = inputs["clip"], inputs["vae"], inputs["student"]
         row = {"model": manifest["id"], "backbone": manifest["backbone"], "method": manifest["method"],
-               "sampler": "one-step", "student_checkpoint": student_path, "steps": manifest["training"]["steps"]}
+               "sampler": "one-step", "student_checkpoint": student_path,
+               "steps": manifest["training"].get("total_steps", manifest["training"]["steps"])}
     elif args.student:
         clip_path, vae_path, student_path = args.clip, args.vae, args.student
         # distill's student.pt (backbone, config: the run's recipe), or a teacher: every student's step 0
@@ -268,8 +269,10 @@ def main(argv):
         recipe = checkpoint["config"]
         row = {"model": student_path, "backbone": checkpoint["backbone"],
                "method": recipe.get("method", "teacher-init"), "sampler": "one-step"}
-        if "guidance" in recipe:  # distilled: its recipe, and the step it was kept at (keep = best: not the last)
-            row.update(guidance=recipe["guidance"], steps=checkpoint["step"])
+        if "guidance" in recipe:  # distilled: its recipe, and the step it was kept at (keep = best: not the last),
+            # counting the steps of the runs it continued (init_from)
+            steps = checkpoint["step"] + package.earlier_steps(checkpoint.get("init"))
+            row.update(guidance=recipe["guidance"], steps=steps)
     else:
         clip_path, vae_path, student_path = args.clip, args.vae, None
     text_encoder = TextEncoder(clip_path, args.device)

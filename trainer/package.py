@@ -38,7 +38,8 @@ def git_commit(repo_dir=None):
 def training_record(checkpoint, metrics=None):
     """The manifest's training record from a checkpoint payload (checkpoint.py).
 
-    recipe: the checkpoint's config; steps: its step; seed: the run's torch_seed where the recipe has one, else its
+    recipe: the checkpoint's config; steps: its step (and, for a run that continued another, init: that run's
+    lineage entry and total_steps: the steps of the whole chain); seed: the run's torch_seed where the recipe has one, else its
     seed; metrics: the caller's evaluation numbers (e.g. the <name>.json beside a committed checkpoint), else what the
     checkpoint carries; git_commit: the code that exported the package (trained_at_commit as well, when the
     checkpoint recorded the commit it was trained at)."""
@@ -52,7 +53,15 @@ def training_record(checkpoint, metrics=None):
     }
     if checkpoint.get("git_commit"):
         record["trained_at_commit"] = checkpoint["git_commit"]
+    if checkpoint.get("init"):  # the run continued an earlier one (init_from): its lineage and the steps of all
+        record["init"] = checkpoint["init"]
+        record["total_steps"] = record["steps"] + earlier_steps(checkpoint["init"])
     return record
+
+
+def earlier_steps(init) -> int:
+    """Steps of the chain of runs a run continued (an init_from lineage entry {"steps", "init", ...}, recursively)."""
+    return init["steps"] + earlier_steps(init["init"]) if init else 0
 
 
 def write_manifest(package_dir, fields, files=PACKAGE_FILES):

@@ -163,16 +163,11 @@ def export_teacher(checkpoint_path: str, out_path: str, metrics: dict) -> None:
                 for name, key in (("vae", "vae_path"), ("clip", "clip_path"))}
     record = {"backbone": backbone, "parameterization": BACKBONES[backbone][2], "model_args": checkpoint["model_args"],
               "parameters": sum(v.numel() for v in weights.values()), "steps": checkpoint["step"],
-              "total_steps": checkpoint["step"] + _earlier_steps(init), "encoders": encoders, "recipe": config,
+              "total_steps": checkpoint["step"] + package.earlier_steps(init), "encoders": encoders, "recipe": config,
               "init": init, "metrics": metrics}
     with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
-
-
-def _earlier_steps(init) -> int:
-    """Steps of the chain of teachers a run continued (init_from, recursively)."""
-    return init["steps"] + _earlier_steps(init["init"]) if init else 0
 
 
 def main(argv):

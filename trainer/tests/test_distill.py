@@ -443,3 +443,31 @@ def test_keep_best_exports_the_student_of_the_lowest_fid_probe(checkpoints, tmp_
     # a rerun of the finished job exports the same student again
     assert run_in_process(checkpoints, tmp_path, **run) == 0
     assert (tmp_path / "student" / "model.json").read_text() == manifest
+
+
+def test_init_from_continues_an_earlier_run_with_another_recipe_and_records_its_lineage(checkpoints, tmp_path,
+                                                                                        uninterrupted):
+    earlier = uninterrupted / "run" / "ckpt.pt"
+    continued, settings = distillation(checkpoints, tmp_path, init_from=str(earlier))
+    lineage = distill.start_from_distillation(str(earlier), continued.weights)
+    saved = load_checkpoint(str(earlier))
+    assert all(torch.equal(value, saved["model"][name]) for name, value in continued.weights.state_dict().items())
+    assert (lineage["steps"], lineage["sha256"]) == (30, package.file_entry(str(earlier))["sha256"])
+
+    assert run_in_process(checkpoints, tmp_path, steps=2, init_from=str(earlier), nasa_training_scale=1.0) == 0
+    training = json.loads((tmp_path / "student" / "model.json").read_text())["training"]
+    assert (training["steps"], training["total_steps"]) == (2, 32)
+    assert training["init"]["path"] == str(earlier) and training["init"]["recipe"]["nasa_training_scale"] == 0.0
+    assert training["recipe"]["init_from"] == str(earlier)
+
+
+def test_init_from_must_be_a_distillation_of_the_same_teacher_and_lora_rank(checkpoints, tmp_path, uninterrupted,
+                                                                             capsys):
+    earlier = str(uninterrupted / "run" / "ckpt.pt")
+    for values, message in (({"init_from": str(tmp_path / "missing.pt")}, "init_from: no checkpoint at"),
+                            ({"init_from": str(checkpoints / "teacher-unet-eps.pt")}, "is not a distillation"),
+                            ({"init_from": earlier, "lora_rank": 8}, "has LoRA rank 16, this run 8"),
+                            ({"init_from": earlier, "backbone": str(checkpoints / "teacher-unet-v.pt")},
+                             "distilled another teacher than")):
+        assert run_in_process(checkpoints, tmp_path, **values) == 2
+        assert message in capsys.readouterr().err
