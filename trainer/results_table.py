@@ -77,6 +77,21 @@ def nasa_table(rows) -> str:
     return "\n".join(lines)
 
 
+def nasa_kinds_table(rows) -> str:
+    """The issue's NASA targets per kind of pair, for the rows evaluated with them (by_kind, since run 9), at each
+    NASA scale."""
+    lines = ["| run | model | NASA scale | under-specified: success % | removal: success % | removal: kept % |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        for scale in NASA_SCALES:
+            kinds = row["negative"]["by_nasa_scale"][scale].get("by_kind")
+            if kinds:
+                lines.append(f"| {row['run']} | {row['name']} | {scale} | "
+                             f"{percent(kinds['under-specified']['success'])} | {percent(kinds['removal']['success'])}"
+                             f" | {percent(kinds['removal']['kept'])} |")
+    return "\n".join(lines)
+
+
 def fid_curves(run_dirs: dict, backbone: str) -> dict:
     """{"<run>/<name>": [(step, fid), ...]} of every distillation log of `backbone`."""
     curves = {}
@@ -133,6 +148,8 @@ def main(argv):
     rows = [row for run in args.runs for row in load_rows(run)]
     print("### Quality and cost\n\n" + quality_table(rows, run_dirs) + "\n")
     print("### Negative prompts (NASA off = 0.0)\n\n" + nasa_table(rows) + "\n")
+    print("### Negative prompts per kind (targets: under-specified success >= 95%, removal success and kept >= 80%)\n\n"
+          + nasa_kinds_table(rows) + "\n")
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         for backbone in ("unet-eps", "unet-v", "dit"):

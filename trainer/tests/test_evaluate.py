@@ -49,7 +49,11 @@ def test_a_package_row_has_every_metric(distilled, capsys, tmp_path):
     assert negative["images_per_pair"] == 1 and negative["pairs"] == 36
     assert sorted(negative["by_nasa_scale"]) == ["0.0", "0.5"] and negative["chosen_nasa_scale"] in (0.0, 0.5)
     for rates in negative["by_nasa_scale"].values():
-        assert set(rates) == {"success", "kept", "success_and_kept"} and 0 <= rates["success"] <= 1
+        assert set(rates) == {"success", "kept", "success_and_kept", "by_kind"} and 0 <= rates["success"] <= 1
+        kinds = rates["by_kind"]
+        assert sorted(kinds) == ["removal", "under-specified"] and sum(k["n"] for k in kinds.values()) == 36
+        for key in ("success", "kept", "success_and_kept"):  # the kinds' rates make up the overall one
+            assert sum(k[key] * k["n"] for k in kinds.values()) / 36 == pytest.approx(rates[key])
     assert row["ms_per_image"]["value"] > 0 and row["ms_per_image"]["batch_1"] > 0
 
 

@@ -15,7 +15,8 @@ RUNS = [os.path.join(REPO, "docs", "results", run) for run in ("run1", "run2")]
 def test_tables_have_one_row_per_evaluated_model_with_its_numbers(tmp_path, capsys):
     assert results_table.main(RUNS + ["--plots", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    quality, negative = out.split("### Negative prompts")
+    quality, negative, kinds = out.split("### Negative prompts")
+    assert kinds.count("\n| run") == 1  # the per-kind table: no row, runs 1 and 2 were evaluated before by_kind
     for run in RUNS:
         for name in os.listdir(os.path.join(run, "results")):
             if name.startswith("align-"):
@@ -55,3 +56,17 @@ def test_fid_plots_draw_one_line_per_distillation_run(tmp_path):
             legend = (results_table.MARGIN + 10, results_table.PLOT_H + results_table.LEGEND_ROW * index)
             assert image.getpixel(legend) == color and color in plotted
         assert ImageColor.getrgb(results_table.COLORS[lines]) not in plotted
+
+
+def test_the_per_kind_table_shows_each_scales_rates_against_the_targets(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    row = json.load(open(os.path.join(RUNS[1], "results", "shapes-unet-v-pgsb.json")))
+    kinds = {"under-specified": {"success": 0.95, "kept": 0.5, "n": 180},
+             "removal": {"success": 0.8, "kept": 0.625, "n": 180}}
+    for rates in row["negative"]["by_nasa_scale"].values():
+        rates["by_kind"] = kinds
+    (tmp_path / "results" / "student.json").write_text(json.dumps(row))
+    assert results_table.main([str(tmp_path)]) == 0
+    table = capsys.readouterr().out.split("### Negative prompts per kind")[1]
+    for scale in results_table.NASA_SCALES:
+        assert f"| {tmp_path.name} | student | {scale} | 95.0 | 80.0 | 62.5 |" in table
