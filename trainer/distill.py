@@ -36,6 +36,11 @@ init_from continues an earlier distillation of the same teacher (another recipe,
 LoRA teacher start the run, with fresh optimizers and the step count at 0; student.pt and model.json record that
 run's lineage (init) and total_steps.
 
+student_head v (unet-eps teachers only): the student's output is read as v instead of eps. An eps student's image at
+t = 999 is x0 = (z - sqrt(1 - alpha_bar_T) eps) / sqrt(alpha_bar_T), 14.6x its output's error; a v student's is
+sqrt(alpha_bar_T) z - sqrt(1 - alpha_bar_T) v, bounded (docs/results.md, unet-eps). The student is then a unet-v
+backbone (same network) distilled from the eps teacher; model.json names that teacher.
+
 guidance_mode, the one flag between the methods: fixed (SB: both teachers at guidance.fixed, default 4.5), random
 (PG-SB: one kappa ~ U(guidance.min, guidance.max) per step for both; defaults U(0.5, 4) for UNets, U(0.5, 3) for the
 DiT), and the ablations random-teacher-only / random-lora-only (that teacher random, the other at guidance.fixed).
@@ -54,6 +59,7 @@ the checkpoint. The same command again resumes.
 """
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -109,6 +115,7 @@ checkpoint_every_s = 300  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run ends within this many seconds
 keep = "last"  # last | best: the student exported, the last step's or the lowest-FID probe's (VSD can drift late)
 write_package = True  # write the model package into --out at the end (false: student.pt only, where ONNX export is off)
+student_head = ""  # "" = the teacher's parameterization; v: a unet-eps teacher's student reads its output as v
 init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, same lora_rank): its student and LoRA start
 #   this run (fresh optimizers, step 0); "" = both start as the teacher
 nasa_training_scale = 0.0  # NASA-T: alpha ~ U(0, this) per step with training negative prompts; 0: off
@@ -207,6 +214,7 @@ def validate(config, out_dir: str) -> dict:
     _check(0.0 <= config["nasa_default_scale"] <= config["nasa_max_scale"],
            "need 0 <= nasa_default_scale <= nasa_max_scale")
     _check(config["keep"] in ("last", "best"), f"keep must be last or best, got {config['keep']!r}")
+    _check(config["student_head"] in ("", "v"), f"student_head must be \"\" or v, got {config['student_head']!r}")
     _check(config["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {config['device']!r}")
     model_id = config["name"] or os.path.basename(os.path.normpath(out_dir))
     _check(ID_PATTERN.match(model_id), f"model id {model_id!r} must match {ID_PATTERN.pattern}")
@@ -221,6 +229,8 @@ def validate(config, out_dir: str) -> dict:
     except Exception as error:  # any unreadable file is a bad job, not a crash
         raise ConfigError(f"cannot read the teacher checkpoint {teacher_path}: {error}") from None
     _check(backbone_name in BACKBONES, f"{teacher_path} is not a teacher checkpoint of a known backbone")
+    _check(not config["student_head"] or backbone_name == "unet-eps",
+           f"student_head v needs a unet-eps teacher (a unet-v student is that UNet read as v), not {backbone_name}")
     settings = dict(config, guidance=resolve_guidance(config, backbone_name), name=model_id,
                     run_dir=config["run_dir"] or os.path.join("runs", "distill", model_id),
                     teacher_checkpoint={"path": teacher_path, "backbone": backbone_name,
@@ -396,6 +406,8 @@ class Distillation:
     def __init__(self, teacher: nn.Module, config: dict, dist_info):
         self.teacher = teacher  # psi, frozen
         self.student = copy.deepcopy(teacher).requires_grad_(True).train()  # f_theta, starts as the teacher
+        if config["student_head"]:  # the same network, its output read as v: a unet-v student (backbone_of)
+            self.student.args = dataclasses.replace(self.student.args, parameterization=config["student_head"])
         if config["nasa_training_scale"]:
             set_nasa(self.student, True)  # processors only: the weights, and so the checkpoint, are unchanged
         self.lora_teacher = copy.deepcopy(teacher)  # pi: the teacher plus LoRA
@@ -522,8 +534,11 @@ def export_student(settings, student_path: str, out_dir: str) -> dict:
     display_name = export.default_display_name(models.backbone, settings["method"])
     if settings["guidance_mode"] not in ("fixed", "random"):
         display_name += f" (ablation: {settings['guidance_mode']})"
+    if settings["student_head"]:
+        display_name += f" (a {settings['student_head']} head on the {settings['teacher_checkpoint']['backbone']} teacher)"
     fields = export.manifest_fields(models, settings["name"], display_name, settings["method"],
-                                    export.default_teacher_id(models.backbone), settings["nasa_default_scale"],
+                                    export.default_teacher_id(settings["teacher_checkpoint"]["backbone"]),
+                                    settings["nasa_default_scale"],
                                     settings["nasa_max_scale"])
     return export.export_package(models, out_dir, fields)
 

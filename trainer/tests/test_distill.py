@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from trainer import distill, distributed, judge, package, shapes
+from trainer import diffusion, distill, distributed, judge, package, shapes
 from trainer.checkpoint import load_checkpoint
 from trainer.sample import TextEncoder, load_teacher
 from tiny_models import write_tiny_checkpoints  # trainer/tests is on sys.path under pytest
@@ -471,3 +471,25 @@ def test_init_from_must_be_a_distillation_of_the_same_teacher_and_lora_rank(chec
                              "distilled another teacher than")):
         assert run_in_process(checkpoints, tmp_path, **values) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_v_head_makes_an_eps_teachers_student_a_unet_v_student(checkpoints, tmp_path):
+    run, _ = distillation(checkpoints, tmp_path, student_head="v")
+    assert (run.student.args.parameterization, run.teacher.args.parameterization) == ("v", "eps")
+    noise = torch.randn(2, 4, 8, 8)
+    states, _ = prompt_states(checkpoints)
+    teacher_output = run.teacher(noise, torch.full((2,), diffusion.STUDENT_TIMESTEP), states)
+    expected = diffusion.one_step_x0("v", teacher_output, noise)  # the teacher's own output, read as v
+    assert torch.allclose(diffusion.one_step_generate(run.student, noise, states), expected, atol=1e-6)
+
+    assert run_in_process(checkpoints, tmp_path, steps=2, student_head="v") == 0
+    manifest = json.loads((tmp_path / "student" / "model.json").read_text())
+    assert (manifest["backbone"], manifest["parameterization"], manifest["teacher"]) == (
+        "unet-v", "v", "shapes-unet-eps-teacher")
+    assert "v head on the unet-eps teacher" in manifest["display_name"]
+    assert load_teacher(str(tmp_path / "run" / "student.pt")).args.parameterization == "v"
+
+
+def test_a_v_head_needs_an_eps_teacher(checkpoints, tmp_path, capsys):
+    assert run_in_process(checkpoints, tmp_path, backbone=str(checkpoints / "teacher-dit.pt"), student_head="v") == 2
+    assert "student_head v needs a unet-eps teacher" in capsys.readouterr().err
