@@ -145,9 +145,10 @@ def measure_scale(base_url: str, model_id: str, jobs, scale: float, concurrency:
                 f.write(png)
     images = [decode_png(png) for png, _ in answers]
     pairs = [pair for pair, _ in jobs]
-    result = {kind: negative_rates([image for image, pair in zip(images, pairs) if pair["kind"] == kind],
-                                   [pair for pair in pairs if pair["kind"] == kind]) for kind in KINDS}
-    result["overall"] = negative_rates(images, pairs)
+    overall = negative_rates(images, pairs)
+    by_kind = overall.pop("by_kind")
+    result = {kind: {key: value for key, value in by_kind[kind].items() if key != "n"} for kind in KINDS}
+    result["overall"] = overall
     result.update({"images": len(images), "wall_s": wall_s, "images_per_s": len(images) / wall_s,
                    "mean_batch_size": float(np.mean([batch for _, batch in answers]))})
     return result
