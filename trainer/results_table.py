@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 NASA_SCALES = ("0.0", "0.5", "1.0")
 PLOT_W, PLOT_H, MARGIN, LEGEND_ROW = 560, 300, 48, 16
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf", "#000000", "#aec7e8")
 
 
 def load_rows(run_dir: str) -> list:
