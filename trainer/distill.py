@@ -249,7 +249,8 @@ def check_init_from(path: str, settings) -> None:
         config = load_checkpoint(path)["config"]
         teacher, rank = config["teacher_checkpoint"]["sha256"], config["lora_rank"]
     except Exception as error:  # a teacher checkpoint, a student.pt, an unreadable file: a bad job
-        raise ConfigError(f"init_from: {path} is not a distillation checkpoint (<run_dir>/ckpt.pt): {error!r}") from None
+        raise ConfigError(f"init_from: {path} is not a distillation checkpoint (<run_dir>/ckpt.pt): {error!r}") \
+            from None
     _check(teacher == settings["teacher_checkpoint"]["sha256"],
            f"init_from: {path} distilled another teacher than {settings['teacher_checkpoint']['path']}")
     _check(rank == settings["lora_rank"], f"init_from: {path} has LoRA rank {rank}, this run {settings['lora_rank']}")
@@ -535,7 +536,8 @@ def export_student(settings, student_path: str, out_dir: str) -> dict:
     if settings["guidance_mode"] not in ("fixed", "random"):
         display_name += f" (ablation: {settings['guidance_mode']})"
     if settings["student_head"]:
-        display_name += f" (a {settings['student_head']} head on the {settings['teacher_checkpoint']['backbone']} teacher)"
+        teacher_backbone = settings["teacher_checkpoint"]["backbone"]
+        display_name += f" (a {settings['student_head']} head on the {teacher_backbone} teacher)"
     fields = export.manifest_fields(models, settings["name"], display_name, settings["method"],
                                     export.default_teacher_id(settings["teacher_checkpoint"]["backbone"]),
                                     settings["nasa_default_scale"],

@@ -12,7 +12,8 @@ Prints one JSON object:
 - fid: trainer/fid.py on fid-n images (the real images' captions as prompts);
 - negative: eval_sets.negative_pairs(), images_per_pair images each (seeds NEGATIVE_SEED + i), the success rate
   (negated attribute absent, the paper's number), kept (the prompt's attributes still there) and both, per NASA
-  scale (0 = NASA off), over all pairs and per kind (under-specified, removal); chosen_nasa_scale is the candidate for model.json's nasa.default_scale (choose_nasa_scale).
+  scale (0 = NASA off), over all pairs and per kind (under-specified, removal); chosen_nasa_scale is the candidate
+  for model.json's nasa.default_scale (choose_nasa_scale).
   A teacher also gets cfg_negative: the negative prompt as CFG's unconditional branch, its usual negative prompt;
 - ms_per_image: text encoder + generation + VAE decoder, PyTorch on this machine's CPU threads, at the evaluation
   batch size and at batch 1.
@@ -141,7 +142,9 @@ def negative_rates(images: np.ndarray, pairs) -> dict:
     same for each kind of pair (by_kind: under-specified, removal; with n, its number of images): the issue's targets
     are per kind."""
     outcomes = [eval_sets.negative_outcome(judge.read_image(image), pair) for image, pair in zip(images, pairs)]
-    kinds = {pair["kind"]: [o for o, p in zip(outcomes, pairs) if p["kind"] == pair["kind"]] for pair in pairs}
+    kinds = {}
+    for outcome, pair in zip(outcomes, pairs):
+        kinds.setdefault(pair["kind"], []).append(outcome)
     return dict(_rates(outcomes), by_kind={kind: dict(_rates(chosen), n=len(chosen)) for kind, chosen in kinds.items()})
 
 

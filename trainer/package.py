@@ -39,8 +39,8 @@ def training_record(checkpoint, metrics=None):
     """The manifest's training record from a checkpoint payload (checkpoint.py).
 
     recipe: the checkpoint's config; steps: its step (and, for a run that continued another, init: that run's
-    lineage entry and total_steps: the steps of the whole chain); seed: the run's torch_seed where the recipe has one, else its
-    seed; metrics: the caller's evaluation numbers (e.g. the <name>.json beside a committed checkpoint), else what the
+    lineage entry and total_steps: the steps of the whole chain); seed: the run's torch_seed where the recipe has one,
+    else its seed; metrics: the caller's evaluation numbers (e.g. the <name>.json beside a committed checkpoint), else what the
     checkpoint carries; git_commit: the code that exported the package (trained_at_commit as well, when the
     checkpoint recorded the commit it was trained at)."""
     config = checkpoint.get("config") or {}
