@@ -260,8 +260,7 @@ def start_from_distillation(path: str, weights: nn.Module) -> dict:
     """Load the student and LoRA weights of the distillation checkpoint at `path`; its lineage entry."""
     checkpoint = load_checkpoint(path)
     weights.load_state_dict(checkpoint["model"])
-    return {"path": path, "sha256": package.file_entry(path)["sha256"], "steps": checkpoint["step"],
-            "recipe": checkpoint["config"], "init": checkpoint.get("init")}
+    return package.lineage_entry(path, checkpoint)
 
 
 def check_resumable(settings):

@@ -59,6 +59,12 @@ def training_record(checkpoint, metrics=None):
     return record
 
 
+def lineage_entry(path: str, checkpoint: dict) -> dict:
+    """The `init` entry of a run that continued the checkpoint at `path` (init_from): the chain earlier_steps sums."""
+    return {"path": path, "sha256": file_entry(path)["sha256"], "steps": checkpoint["step"],
+            "recipe": checkpoint["config"], "init": checkpoint.get("init")}
+
+
 def earlier_steps(init) -> int:
     """Steps of the chain of runs a run continued (an init_from lineage entry {"steps", "init", ...}, recursively)."""
     return init["steps"] + earlier_steps(init["init"]) if init else 0

@@ -184,8 +184,7 @@ def start_from_teacher(path: str, weights: TeacherWeights, backbone: str) -> dic
             print(f"config error: init_from {path} has weights this run cannot start from (not in this model: "
                   f"{unexpected}; not in the checkpoint: {missing})", file=sys.stderr)
             sys.exit(2)
-    return {"path": path, "sha256": package.file_entry(path)["sha256"], "steps": checkpoint["step"],
-            "recipe": checkpoint["config"], "init": checkpoint.get("init")}
+    return package.lineage_entry(path, checkpoint)
 
 
 def check_model_config(config) -> None:
