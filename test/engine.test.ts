@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
-import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -11,16 +10,7 @@ import { loadManifest, type ModelManifest } from '../src/registry/model-manifest
 import { seededNoise } from '../src/noise/seeded-noise.js';
 import { ClipTokenizer } from '../src/tokenizer/clip-tokenizer.js';
 import { maxAbsDifference } from './helpers/trainer-export.js';
-
-// The model package the engine tests run on: SNOOPI_TEST_MODEL, else the first package under models/.
-const MODELS_DIR = 'models';
-const MODEL_ID =
-  process.env.SNOOPI_TEST_MODEL ??
-  readdirSync(MODELS_DIR)
-    .sort()
-    .find((name) => existsSync(join(MODELS_DIR, name, 'model.json')));
-const skip = MODEL_ID === undefined ? 'no model package under models/' : false;
-const PACKAGE_DIR = join(MODELS_DIR, MODEL_ID ?? '');
+import { TEST_MODEL_DIR, TEST_MODEL_ID } from './helpers/test-model.js';
 
 let manifest: ModelManifest;
 let engine: Engine;
@@ -36,10 +26,9 @@ function recordingLog() {
 }
 
 before(async () => {
-  if (skip) return;
-  manifest = await loadManifest(PACKAGE_DIR, MODEL_ID!, { verifyFiles: true });
-  engine = await createEngine({ packageDir: PACKAGE_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 2 });
-  tokenizer = await ClipTokenizer.fromDir(join(PACKAGE_DIR, 'tokenizer'), { maxLength: manifest.text.max_length });
+  manifest = await loadManifest(TEST_MODEL_DIR, TEST_MODEL_ID, { verifyFiles: true });
+  engine = await createEngine({ packageDir: TEST_MODEL_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 2 });
+  tokenizer = await ClipTokenizer.fromDir(join(TEST_MODEL_DIR, 'tokenizer'), { maxLength: manifest.text.max_length });
 });
 
 after(() => engine?.close());
@@ -61,18 +50,18 @@ function tile(row: Float32Array, times: number): Float32Array {
   return out;
 }
 
-test('cpu is used when configured, with no fallback logged', { skip }, async () => {
+test('cpu is used when configured, with no fallback logged', async () => {
   const { log, lines } = recordingLog();
-  const cpuEngine = await createEngine({ packageDir: PACKAGE_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 1, log });
+  const cpuEngine = await createEngine({ packageDir: TEST_MODEL_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 1, log });
   await cpuEngine.close();
   assert.equal(cpuEngine.provider, 'cpu');
   assert.deepEqual(cpuEngine.providers, { textEncoder: 'cpu', generator: 'cpu' });
   assert.deepEqual(lines.map(({ level, message }) => [level, message]), [['info', 'model graphs loaded']]);
 });
 
-test('cuda falls back to cpu with the reason logged where CUDA cannot load, and is used where it can', { skip }, async () => {
+test('cuda falls back to cpu with the reason logged where CUDA cannot load, and is used where it can', async () => {
   const { log, lines } = recordingLog();
-  const cudaEngine = await createEngine({ packageDir: PACKAGE_DIR, manifest, executionProvider: 'cuda', intraOpThreads: 1, log });
+  const cudaEngine = await createEngine({ packageDir: TEST_MODEL_DIR, manifest, executionProvider: 'cuda', intraOpThreads: 1, log });
   await cudaEngine.close();
   const warnings = lines.filter((line) => line.level === 'warn');
   if (cudaEngine.provider === 'cuda') {
@@ -83,7 +72,7 @@ test('cuda falls back to cpu with the reason logged where CUDA cannot load, and 
   assert.deepEqual(
     warnings.map(({ details, message }) => ({ ...details, reason: undefined, message })),
     ['text_encoder.onnx', 'generator.onnx'].map((graph) => ({
-      model: MODEL_ID,
+      model: TEST_MODEL_ID,
       graph,
       requested: 'cuda',
       provider: 'cpu',
@@ -94,7 +83,7 @@ test('cuda falls back to cpu with the reason logged where CUDA cannot load, and 
   for (const { details } of warnings) assert.match((details as { reason: string }).reason, /Failed to load shared library/);
 });
 
-test('encodeText gives [B, L, D] and each row equals the row encoded alone', { skip }, async () => {
+test('encodeText gives [B, L, D] and each row equals the row encoded alone', async () => {
   const { L, D, embedding } = sizes();
   const texts = ['a red circle', 'a large blue square on a black background', ''];
   const alone = await Promise.all(texts.map(embed));
@@ -107,7 +96,7 @@ test('encodeText gives [B, L, D] and each row equals the row encoded alone', { s
   assert.notDeepEqual(alone[0], alone[1]);
 });
 
-test('generate gives uint8 [B, H, W, 3]; a row in batches of 1, 3 and 8 is the same within 1', { skip }, async () => {
+test('generate gives uint8 [B, H, W, 3]; a row in batches of 1, 3 and 8 is the same within 1', async () => {
   const { noise: noiseSize, image: imageSize } = sizes();
   const positive = await embed('a red circle on a white background');
   const negative = await embed('blue');
@@ -132,7 +121,7 @@ test('generate gives uint8 [B, H, W, 3]; a row in batches of 1, 3 and 8 is the s
   }
 });
 
-test('every intra-op wait mode opens on the real onnxruntime and gives the same pixels', { skip }, async () => {
+test('every intra-op wait mode opens on the real onnxruntime and gives the same pixels', async () => {
   const { noise: noiseSize } = sizes();
   const positive = await embed('a red circle on a white background');
   const inputs = () => ({
@@ -144,7 +133,7 @@ test('every intra-op wait mode opens on the real onnxruntime and gives the same 
   });
   const reference = await engine.generate(inputs());
   for (const intraOpWait of INTRA_OP_WAITS) {
-    const other = await createEngine({ packageDir: PACKAGE_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 2, intraOpWait });
+    const other = await createEngine({ packageDir: TEST_MODEL_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 2, intraOpWait });
     try {
       assert.deepEqual(await other.generate(inputs()), reference, intraOpWait);
     } finally {
@@ -153,7 +142,7 @@ test('every intra-op wait mode opens on the real onnxruntime and gives the same 
   }
 });
 
-test('nasa_scale 0 ignores the negative embedding exactly; other seeds give other pixels', { skip }, async () => {
+test('nasa_scale 0 ignores the negative embedding exactly; other seeds give other pixels', async () => {
   const { noise: noiseSize } = sizes();
   const positive = await embed('a green triangle');
   const generateWith = async (negativeText: string, seed: number) =>
@@ -170,7 +159,7 @@ test('nasa_scale 0 ignores the negative embedding exactly; other seeds give othe
   assert.ok(maxAbsDifference(await generateWith('', 8), withNothing) > 1);
 });
 
-test('generateRows packs requests into one batch and hands each its rows', { skip }, async () => {
+test('generateRows packs requests into one batch and hands each its rows', async () => {
   const { noise: noiseSize, image: imageSize } = sizes();
   const red = await embed('a red circle');
   const blue = await embed('a blue square');
@@ -194,7 +183,7 @@ test('generateRows packs requests into one batch and hands each its rows', { ski
   assert.equal(red.length, sizes().embedding);
 });
 
-test('inputs cross to the worker by transfer: the caller\'s buffers are detached', { skip }, async () => {
+test('inputs cross to the worker by transfer: the caller\'s buffers are detached', async () => {
   const { noise: noiseSize, embedding } = sizes();
   const noise = seededNoise(3, noiseSize);
   const states = new Float32Array(embedding);
@@ -211,7 +200,7 @@ test('inputs cross to the worker by transfer: the caller\'s buffers are detached
   assert.equal(image.buffer.byteLength, image.byteLength);
 });
 
-test('a feed that does not match the graph fails with each input\'s expected and actual dtype and dims', { skip }, async () => {
+test('a feed that does not match the graph fails with each input\'s expected and actual dtype and dims', async () => {
   const { L, D, embedding } = sizes();
   const { channels: C, height: h, width: w } = manifest.latent;
   await assert.rejects(
@@ -260,7 +249,7 @@ test('feedMismatches checks names, dtypes, fixed dims, one size per symbolic dim
   ]);
 });
 
-test('inference runs off the main thread: timers keep firing during a large batch', { skip }, async () => {
+test('inference runs off the main thread: timers keep firing during a large batch', async () => {
   const { noise: noiseSize, embedding } = sizes();
   const batch = 32;
   let last = performance.now();
@@ -283,29 +272,29 @@ test('inference runs off the main thread: timers keep firing during a large batc
   assert.ok(longestGap < Math.max(25, runMs / 2), `longest timer gap ${longestGap.toFixed(1)} ms during a ${runMs.toFixed(1)} ms run`);
 });
 
-test('a failed load rejects with SNOOPI_MODEL_LOAD_FAILED, and a later load of the repaired package works', { skip }, async (t) => {
+test('a failed load rejects with SNOOPI_MODEL_LOAD_FAILED, and a later load of the repaired package works', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'snoopi-engine-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  await cp(join(PACKAGE_DIR, 'text_encoder.onnx'), join(dir, 'text_encoder.onnx'));
+  await cp(join(TEST_MODEL_DIR, 'text_encoder.onnx'), join(dir, 'text_encoder.onnx'));
   const options = { packageDir: dir, manifest, executionProvider: 'cpu' as const, intraOpThreads: 1 };
   await assert.rejects(createEngine(options), (error: Error & { code: string }) => {
     assert.equal(error.code, 'SNOOPI_MODEL_LOAD_FAILED');
-    assert.match(error.message, new RegExp(`^Model ${MODEL_ID} could not be loaded: generator.onnx: .*generator.onnx`));
+    assert.match(error.message, new RegExp(`^Model ${TEST_MODEL_ID} could not be loaded: generator.onnx: .*generator.onnx`));
     return true;
   });
-  await cp(join(PACKAGE_DIR, 'generator.onnx'), join(dir, 'generator.onnx'));
+  await cp(join(TEST_MODEL_DIR, 'generator.onnx'), join(dir, 'generator.onnx'));
   const repaired = await createEngine(options);
   await repaired.warmup();
   await repaired.close();
 });
 
-test('a manifest that disagrees with the graphs is refused at load, naming each disagreement', { skip }, async () => {
+test('a manifest that disagrees with the graphs is refused at load, naming each disagreement', async () => {
   const wrong: ModelManifest = { ...manifest, latent: { ...manifest.latent, channels: manifest.latent.channels + 1 }, text: { ...manifest.text, hidden_size: 7 } };
   const { L } = sizes();
   const { channels: C, height: h, width: w } = manifest.latent;
-  await assert.rejects(createEngine({ packageDir: PACKAGE_DIR, manifest: wrong, executionProvider: 'cpu', intraOpThreads: 1 }), (error: Error & { code: string }) => {
+  await assert.rejects(createEngine({ packageDir: TEST_MODEL_DIR, manifest: wrong, executionProvider: 'cpu', intraOpThreads: 1 }), (error: Error & { code: string }) => {
     assert.equal(error.code, 'SNOOPI_MODEL_LOAD_FAILED');
-    const detail = error.message.replace(`Model ${MODEL_ID} could not be loaded: `, '').replace(/\[[a-z_]+,/g, '[B,');
+    const detail = error.message.replace(`Model ${TEST_MODEL_ID} could not be loaded: `, '').replace(/\[[a-z_]+,/g, '[B,');
     assert.deepEqual(detail.split('; '), [
       `text_encoder.onnx: output last_hidden_state is float32 [B,${L},${manifest.text.hidden_size}], the manifest implies float32 [B,${L},7]`,
       `generator.onnx: input noise is float32 [B,${C},${h},${w}], the manifest implies float32 [B,${C + 1},${h},${w}]`,
@@ -316,8 +305,8 @@ test('a manifest that disagrees with the graphs is refused at load, naming each 
   });
 });
 
-test('close() is idempotent and later calls fail with SNOOPI_ENGINE_FAILED', { skip }, async () => {
-  const closing = await createEngine({ packageDir: PACKAGE_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 1 });
+test('close() is idempotent and later calls fail with SNOOPI_ENGINE_FAILED', async () => {
+  const closing = await createEngine({ packageDir: TEST_MODEL_DIR, manifest, executionProvider: 'cpu', intraOpThreads: 1 });
   await Promise.all([closing.close(), closing.close()]);
   await closing.close();
   await assert.rejects(closing.encodeText(new BigInt64Array(manifest.text.max_length), 1), {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,19 +8,14 @@ import { GenerationService, type BatchEvent, type GenerateRequest, type Generati
 import type { ModelManifest } from '../src/registry/model-manifest.js';
 import { pixels } from './helpers/pixels.js';
 import { maxAbsDifference } from './helpers/trainer-export.js';
-
-// The service runs on copies of a real model package (SNOOPI_TEST_MODEL, else the first under models/).
-const SOURCE_ID =
-  process.env.SNOOPI_TEST_MODEL ?? readdirSync('models').sort().find((name) => existsSync(join('models', name, 'model.json')));
-const skip = SOURCE_ID === undefined ? 'no model package under models/' : false;
-const SOURCE_DIR = join('models', SOURCE_ID ?? '');
+import { TEST_MODEL_DIR } from './helpers/test-model.js';
 
 async function createService(t: TestContext, options: Partial<GenerationServiceOptions> = {}, ids = ['alpha']) {
   const modelsDir = await mkdtemp(join(tmpdir(), 'snoopi-service-'));
   t.after(() => rm(modelsDir, { recursive: true, force: true }));
-  const manifest = JSON.parse(await readFile(join(SOURCE_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
   for (const id of ids) {
-    await cp(SOURCE_DIR, join(modelsDir, id), { recursive: true });
+    await cp(TEST_MODEL_DIR, join(modelsDir, id), { recursive: true });
     await writeFile(join(modelsDir, id, 'model.json'), JSON.stringify({ ...manifest, id }));
   }
   const service = await GenerationService.create({
@@ -62,7 +56,7 @@ async function warm(service: GenerationService, requests: GenerateRequest[]): Pr
   for (const each of requests) await service.generate({ ...each, numImages: 1 });
 }
 
-test('a request gives decodable images with their seeds, model, batch size and timings', { skip }, async (t) => {
+test('a request gives decodable images with their seeds, model, batch size and timings', async (t) => {
   const { service, manifest } = await createService(t);
   const result = await service.generate(request({ numImages: 2 }));
   const { width, height } = manifest.image;
@@ -84,7 +78,7 @@ test('a request gives decodable images with their seeds, model, batch size and t
   for (const value of [queueMs, encodeMs, generateMs, imageMs]) assert.ok(value >= 0 && value <= totalMs);
 });
 
-test('batch invariance: the same request alone and inside batches of 2, 5 and 8 rows gives pixels within 1', { skip }, async (t) => {
+test('batch invariance: the same request alone and inside batches of 2, 5 and 8 rows gives pixels within 1', async (t) => {
   const { service, manifest, batches } = await createService(t);
   const probe = request({ prompt: 'a large green triangle', negativePrompt: 'red', negativeScale: manifest.nasa.max_scale, seed: 7 });
   const alone = await service.generate(probe);
@@ -115,7 +109,7 @@ test('batch invariance: the same request alone and inside batches of 2, 5 and 8 
   assert.deepEqual(batches.map((batch) => batch.rows), [8, 2, 8, 5, 8, 8]);
 });
 
-test('num_images expands to rows with seed + i (mod 2^32), each equal to that seed alone; other seeds differ', { skip }, async (t) => {
+test('num_images expands to rows with seed + i (mod 2^32), each equal to that seed alone; other seeds differ', async (t) => {
   const { service } = await createService(t);
   const expanded = await service.generate(request({ seed: 4294967294, numImages: 3 }));
   assert.deepEqual(expanded.images.map((image) => image.seed), [4294967294, 4294967295, 0]);
@@ -127,7 +121,7 @@ test('num_images expands to rows with seed + i (mod 2^32), each equal to that se
   assert.ok(maxAbsDifference(await pixels(a!.data), await pixels(b!.data)) > 1);
 });
 
-test('a request without a seed gets a random one, echoed', { skip }, async (t) => {
+test('a request without a seed gets a random one, echoed', async (t) => {
   const { service } = await createService(t);
   const { seed: _seed, ...withoutSeed } = request({ numImages: 2 });
   const result = await service.generate(withoutSeed);
@@ -136,7 +130,7 @@ test('a request without a seed gets a random one, echoed', { skip }, async (t) =
   assert.equal(second, (first! + 1) % 2 ** 32);
 });
 
-test('negative scale: 0 without a negative prompt, the model default with one, refused above max_scale', { skip }, async (t) => {
+test('negative scale: 0 without a negative prompt, the model default with one, refused above max_scale', async (t) => {
   const { service, manifest } = await createService(t);
   assert.equal((await service.generate(request())).negativeScale, 0);
   assert.equal((await service.generate(request({ negativePrompt: 'red' }))).negativeScale, manifest.nasa.default_scale);
@@ -150,7 +144,7 @@ test('negative scale: 0 without a negative prompt, the model default with one, r
   await assert.rejects(service.generate(request({ negativeScale: -1 })), { code: 'SNOOPI_SCALE_OUT_OF_RANGE' });
 });
 
-test('with nasa scale 0 the negative prompt changes nothing; with a positive scale it changes the image', { skip }, async (t) => {
+test('with nasa scale 0 the negative prompt changes nothing; with a positive scale it changes the image', async (t) => {
   const { service, manifest } = await createService(t);
   const plain = await pixels((await service.generate(request())).images[0]!.data);
   const ignored = await pixels((await service.generate(request({ negativePrompt: 'white background', negativeScale: 0 }))).images[0]!.data);
@@ -159,7 +153,7 @@ test('with nasa scale 0 the negative prompt changes nothing; with a positive sca
   assert.ok(maxAbsDifference(await pixels(applied.images[0]!.data), plain) > 1);
 });
 
-test('an unknown model is SNOOPI_MODEL_NOT_FOUND; invalid inputs are SNOOPI_VALIDATION', { skip }, async (t) => {
+test('an unknown model is SNOOPI_MODEL_NOT_FOUND; invalid inputs are SNOOPI_VALIDATION', async (t) => {
   const { service } = await createService(t);
   await assert.rejects(service.generate(request({ model: 'nope' })), {
     code: 'SNOOPI_MODEL_NOT_FOUND',
@@ -173,14 +167,14 @@ test('an unknown model is SNOOPI_MODEL_NOT_FOUND; invalid inputs are SNOOPI_VALI
   });
 });
 
-test('an over-long prompt is cut to the model\'s max length and says so', { skip }, async (t) => {
+test('an over-long prompt is cut to the model\'s max length and says so', async (t) => {
   const { service } = await createService(t);
   const result = await service.generate(request({ prompt: 'a red circle '.repeat(20), negativePrompt: 'blue '.repeat(40) }));
   assert.equal(result.truncated, true);
   assert.equal(result.negativeTruncated, true);
 });
 
-test('jpeg and webp', { skip }, async (t) => {
+test('jpeg and webp', async (t) => {
   const { service } = await createService(t);
   const jpeg = await service.generate(request({ format: 'jpeg', quality: 80 }));
   const webp = await service.generate(request({ format: 'webp', quality: 80 }));
@@ -190,7 +184,7 @@ test('jpeg and webp', { skip }, async (t) => {
   assert.equal(webp.images[0]!.data.subarray(8, 12).toString('latin1'), 'WEBP');
 });
 
-test('a request aborted before its batch runs is dropped and never computed', { skip }, async (t) => {
+test('a request aborted before its batch runs is dropped and never computed', async (t) => {
   const { service, batches } = await createService(t);
   await warm(service, [blocker(), request({ prompt: 'a green circle' })]);
   batches.length = 0;
@@ -206,7 +200,7 @@ test('a request aborted before its batch runs is dropped and never computed', { 
   assert.deepEqual(batches.map((batch) => batch.rows), [8]);
 });
 
-test('a full queue refuses with SNOOPI_QUEUE_FULL', { skip }, async (t) => {
+test('a full queue refuses with SNOOPI_QUEUE_FULL', async (t) => {
   const { service } = await createService(t, { maxQueueRows: 4 });
   await warm(service, [blocker(), request()]);
   const results = await Promise.allSettled([
@@ -221,7 +215,7 @@ test('a full queue refuses with SNOOPI_QUEUE_FULL', { skip }, async (t) => {
   );
 });
 
-test('a request that cannot start before its deadline fails with SNOOPI_DEADLINE_EXCEEDED', { skip }, async (t) => {
+test('a request that cannot start before its deadline fails with SNOOPI_DEADLINE_EXCEEDED', async (t) => {
   // A 1-image request runs at once; six 8-image requests then fill the next batch (48 rows, several times the
   // deadline on a CPU) and the probe must wait for both. The six wait only for the 1-image batch.
   const { service, batches } = await createService(t, { maxBatch: 48, deadlineMs: 60 });
@@ -240,7 +234,7 @@ test('a request that cannot start before its deadline fails with SNOOPI_DEADLINE
   assert.deepEqual(batches.map((batch) => batch.rows), [1, 48]);
 });
 
-test('activation moves new requests to the new model while in-flight ones finish on the old', { skip }, async (t) => {
+test('activation moves new requests to the new model while in-flight ones finish on the old', async (t) => {
   const { service } = await createService(t, {}, ['alpha', 'beta']);
   await warm(service, [blocker(), request()]);
   const inFlight = [service.generate(blocker()), service.generate(request())];
@@ -256,7 +250,7 @@ test('activation moves new requests to the new model while in-flight ones finish
   assert.equal((await service.generate(request({ model: 'alpha' }))).model, 'alpha');
 });
 
-test('listModels, stats and readiness', { skip }, async (t) => {
+test('listModels, stats and readiness', async (t) => {
   const { service, manifest } = await createService(t);
   assert.equal(service.isReady(), true);
   await service.generate(request());
@@ -290,7 +284,7 @@ test('listModels, stats and readiness', { skip }, async (t) => {
   );
 });
 
-test('close refuses new requests and leaves the service not ready', { skip }, async (t) => {
+test('close refuses new requests and leaves the service not ready', async (t) => {
   const { service } = await createService(t);
   await service.close();
   assert.equal(service.isReady(), false);

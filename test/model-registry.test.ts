@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,13 +6,7 @@ import { test, type TestContext } from 'node:test';
 import { EmbeddingCache } from '../src/cache/embedding-cache.js';
 import { manifestProblems, type ModelManifest } from '../src/registry/model-manifest.js';
 import { ModelRegistry, type ModelRegistryOptions, type RegistryLog } from '../src/registry/model-registry.js';
-
-// The registry tests copy a real model package (SNOOPI_TEST_MODEL, else the first under models/) into temporary
-// registry roots, under new ids where a test needs several models.
-const SOURCE_ID =
-  process.env.SNOOPI_TEST_MODEL ?? readdirSync('models').sort().find((name) => existsSync(join('models', name, 'model.json')));
-const skip = SOURCE_ID === undefined ? 'no model package under models/' : false;
-const SOURCE_DIR = join('models', SOURCE_ID ?? '');
+import { TEST_MODEL_DIR } from './helpers/test-model.js';
 
 async function modelsRoot(t: TestContext, ids: string[]): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'snoopi-registry-'));
@@ -23,8 +16,8 @@ async function modelsRoot(t: TestContext, ids: string[]): Promise<string> {
 }
 
 async function addPackage(root: string, id: string, changes: Partial<ModelManifest> = {}): Promise<void> {
-  await cp(SOURCE_DIR, join(root, id), { recursive: true });
-  const manifest = JSON.parse(await readFile(join(SOURCE_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  await cp(TEST_MODEL_DIR, join(root, id), { recursive: true });
+  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
   await writeFile(join(root, id, 'model.json'), JSON.stringify({ ...manifest, ...changes, id }, null, 2));
 }
 
@@ -57,7 +50,7 @@ function rowsFor(registry: ModelRegistry, id: string) {
   return { rows: 1, noise, embedding, negativeEmbedding: embedding, nasaScale: 0 };
 }
 
-test('scanning lists packages, skips folders without model.json and invalid packages, picks the first id as active', { skip }, async (t) => {
+test('scanning lists packages, skips folders without model.json and invalid packages, picks the first id as active', async (t) => {
   const root = await modelsRoot(t, ['zeta', 'alpha']);
   await mkdir(join(root, 'base'));
   await writeFile(join(root, 'base', 'clip.pt'), 'not a package');
@@ -74,7 +67,7 @@ test('scanning lists packages, skips folders without model.json and invalid pack
   assert.equal(registry.isReady(), false);
 });
 
-test('without an explicit choice the best-distilled package is active: pg-sb, then sb, then by id', { skip }, async (t) => {
+test('without an explicit choice the best-distilled package is active: pg-sb, then sb, then by id', async (t) => {
   const root = await modelsRoot(t, []);
   await addPackage(root, 'a-teacher-init', { method: 'teacher-init' });
   await addPackage(root, 'b-sb', { method: 'sb' });
@@ -83,7 +76,24 @@ test('without an explicit choice the best-distilled package is active: pg-sb, th
   assert.equal((await openRegistry(t, root)).activeId, 'c-pgsb');
 });
 
-test('an explicit active model must exist', { skip }, async (t) => {
+test('among packages of one method the lowest recorded FID is active by default, one without a FID after', async (t) => {
+  const root = await modelsRoot(t, []);
+  const { training } = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const withFid = (value: number) => ({
+    method: 'pg-sb' as const,
+    training: { ...training, metrics: { fid: { n: 256, value } } },
+  });
+  await addPackage(root, 'a-pgsb', { method: 'pg-sb' });
+  await addPackage(root, 'b-pgsb', withFid(0.21));
+  await addPackage(root, 'c-pgsb', withFid(0.03));
+  await addPackage(root, 'd-sb', { method: 'sb', training: withFid(0.01).training });
+  assert.equal((await openRegistry(t, root)).activeId, 'c-pgsb');
+  await rm(join(root, 'c-pgsb'), { recursive: true });
+  await rm(join(root, 'b-pgsb'), { recursive: true });
+  assert.equal((await openRegistry(t, root)).activeId, 'a-pgsb');
+});
+
+test('an explicit active model must exist', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   await assert.rejects(openRegistry(t, root, { activeModel: 'nope' }), {
     code: 'SNOOPI_MODEL_NOT_FOUND',
@@ -92,7 +102,7 @@ test('an explicit active model must exist', { skip }, async (t) => {
   });
 });
 
-test('loads are memoised per id and leave the model warmed and ready', { skip }, async (t) => {
+test('loads are memoised per id and leave the model warmed and ready', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   const { log, lines } = recordingLog();
   const registry = await openRegistry(t, root, { log });
@@ -105,7 +115,7 @@ test('loads are memoised per id and leave the model warmed and ready', { skip },
   assert.deepEqual(lines, ['info model graphs loaded']);
 });
 
-test('an unknown id is SNOOPI_MODEL_NOT_FOUND; a package exported after start is found without a restart', { skip }, async (t) => {
+test('an unknown id is SNOOPI_MODEL_NOT_FOUND; a package exported after start is found without a restart', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   const registry = await openRegistry(t, root);
   await assert.rejects(registry.acquire('beta'), { code: 'SNOOPI_MODEL_NOT_FOUND', message: 'Model beta not found; known models: alpha' });
@@ -116,7 +126,7 @@ test('an unknown id is SNOOPI_MODEL_NOT_FOUND; a package exported after start is
   assert.deepEqual(registry.list().map((entry) => entry.id), ['alpha', 'beta']);
 });
 
-test('a corrupted file fails the load with SNOOPI_MODEL_LOAD_FAILED naming it; after repair the load is retried', { skip }, async (t) => {
+test('a corrupted file fails the load with SNOOPI_MODEL_LOAD_FAILED naming it; after repair the load is retried', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   const merges = join(root, 'alpha', 'tokenizer', 'merges.txt');
   const original = await readFile(merges);
@@ -139,7 +149,7 @@ test('a corrupted file fails the load with SNOOPI_MODEL_LOAD_FAILED naming it; a
   assert.equal(registry.isReady(), true);
 });
 
-test('a tokenizer whose bos/eos ids differ from model.json is refused', { skip }, async (t) => {
+test('a tokenizer whose bos/eos ids differ from model.json is refused', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   const path = join(root, 'alpha', 'model.json');
   const manifest = JSON.parse(await readFile(path, 'utf8')) as ModelManifest;
@@ -154,7 +164,7 @@ test('a tokenizer whose bos/eos ids differ from model.json is refused', { skip }
   });
 });
 
-test('activation swaps the default without dropping in-flight requests; the old engine closes when its last lease ends', { skip }, async (t) => {
+test('activation swaps the default without dropping in-flight requests; the old engine closes when its last lease ends', async (t) => {
   const root = await modelsRoot(t, ['alpha', 'beta']);
   const { log, lines } = recordingLog();
   const registry = await openRegistry(t, root, { log });
@@ -190,14 +200,14 @@ test('activation swaps the default without dropping in-flight requests; the old 
   again.release();
 });
 
-test('activating an unknown model fails and keeps the active one', { skip }, async (t) => {
+test('activating an unknown model fails and keeps the active one', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   const registry = await openRegistry(t, root);
   await assert.rejects(registry.activate('nope'), { code: 'SNOOPI_MODEL_NOT_FOUND' });
   assert.equal(registry.activeId, 'alpha');
 });
 
-test('close lets leased requests finish, then refuses new leases', { skip }, async (t) => {
+test('close lets leased requests finish, then refuses new leases', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   const registry = await openRegistry(t, root);
   const lease = await registry.acquire();
@@ -214,8 +224,8 @@ test('close lets leased requests finish, then refuses new leases', { skip }, asy
   assert.equal(registry.isReady(), false);
 });
 
-test('manifest validation names each bad field once', { skip }, async () => {
-  const manifest = JSON.parse(await readFile(join(SOURCE_DIR, 'model.json'), 'utf8')) as ModelManifest;
+test('manifest validation names each bad field once', async () => {
+  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
   assert.deepEqual(manifestProblems(manifest), []);
   const { display_name: _name, ...withoutName } = manifest;
   assert.deepEqual(manifestProblems({ ...withoutName, format_version: 2, teacher: 3 }), [
@@ -238,7 +248,7 @@ test('manifest validation names each bad field once', { skip }, async () => {
   ]);
 });
 
-test('a package whose id differs from its folder name is skipped', { skip }, async (t) => {
+test('a package whose id differs from its folder name is skipped', async (t) => {
   const root = await modelsRoot(t, ['alpha']);
   await cp(join(root, 'alpha'), join(root, 'copy'), { recursive: true });
   const registry = await openRegistry(t, root);

@@ -2,12 +2,10 @@
 // tensors in external data files kept external (never read, placed next to a written model), and the graph editor's
 // names, clones, dependencies, pruning and topological sort.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { repoRoot } from '../src/config/paths.js';
 import { DEFAULT_SESSION_SETTINGS, closeSession, openSession, runSession, type PlainTensor } from '../src/engine/onnx-runtime.js';
 import { externalDataFiles, externalizeInitializers, inlineTensorBytes, locateExternalData, writeModel } from '../src/onnx/external-data.js';
 import { int64Tensor, makeNode, tensorValueInfo } from '../src/onnx/onnx-builders.js';
@@ -16,11 +14,7 @@ import { DataType, encodeModel, graphOf, readModel, type ModelProto } from '../s
 import type { ModelManifest } from '../src/registry/model-manifest.js';
 import { testInput } from './helpers/attention-graphs.js';
 import { maxAbsDifference } from './helpers/trainer-export.js';
-
-// The trainer-exported package committed in the registry (SNOOPI_TEST_MODEL, else the first under models/).
-const FIXTURE_ID = process.env.SNOOPI_TEST_MODEL ?? readdirSync(join(repoRoot, 'models')).sort().find((name) => readdirSync(join(repoRoot, 'models', name)).includes('model.json'));
-const skip = FIXTURE_ID === undefined ? 'no model package under models/' : false;
-const FIXTURE_DIR = join(repoRoot, 'models', FIXTURE_ID ?? '');
+import { TEST_MODEL_DIR } from './helpers/test-model.js';
 
 async function temporaryDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'snoopi-onnx-'));
@@ -28,10 +22,10 @@ async function temporaryDir(t: TestContext): Promise<string> {
   return dir;
 }
 
-test('reading and writing a trainer-exported model gives the same bytes', { skip }, async () => {
+test('reading and writing a trainer-exported model gives the same bytes', async () => {
   for (const file of ['generator.onnx', 'text_encoder.onnx']) {
-    const bytes = await readFile(join(FIXTURE_DIR, file));
-    const written = encodeModel(await readModel(join(FIXTURE_DIR, file)));
+    const bytes = await readFile(join(TEST_MODEL_DIR, file));
+    const written = encodeModel(await readModel(join(TEST_MODEL_DIR, file)));
     assert.equal(Buffer.compare(Buffer.from(written), bytes), 0, `${file}: ${written.length} bytes written, ${bytes.length} read`);
   }
 });
@@ -50,10 +44,10 @@ async function runGenerator(t: TestContext, path: string, manifest: ModelManifes
   return (await runSession(opened, feeds)).image!.data as Uint8Array;
 }
 
-test('tensors in external data files stay there: round trip, writing elsewhere links the files, same pixels', { skip }, async (t) => {
+test('tensors in external data files stay there: round trip, writing elsewhere links the files, same pixels', async (t) => {
   const dir = await temporaryDir(t);
-  const manifest = JSON.parse(await readFile(join(FIXTURE_DIR, 'model.json'), 'utf8')) as ModelManifest;
-  const model = await readModel(join(FIXTURE_DIR, 'generator.onnx'));
+  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const model = await readModel(join(TEST_MODEL_DIR, 'generator.onnx'));
   const inline = inlineTensorBytes(model);
   await mkdir(join(dir, 'a'));
   const moved = await externalizeInitializers(model, join(dir, 'a'), 'weights/generator.bin', 1024);
@@ -73,7 +67,7 @@ test('tensors in external data files stay there: round trip, writing elsewhere l
   assert.deepEqual(written, ['generator.onnx', 'weights/generator.bin']);
   const [original, linked] = await Promise.all([stat(join(dir, 'a', 'weights', 'generator.bin')), stat(join(dir, 'b', 'weights', 'generator.bin'))]);
   assert.equal(linked.ino, original.ino);
-  const expected = await runGenerator(t, join(FIXTURE_DIR, 'generator.onnx'), manifest);
+  const expected = await runGenerator(t, join(TEST_MODEL_DIR, 'generator.onnx'), manifest);
   assert.equal(maxAbsDifference(await runGenerator(t, join(dir, 'b', 'generator.onnx'), manifest), expected), 0);
 
   await rm(join(dir, 'a', 'weights', 'generator.bin'));

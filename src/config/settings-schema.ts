@@ -14,7 +14,7 @@ export const SettingsSchema = Type.Object(
     host: Type.String({ minLength: 1, default: '0.0.0.0', description: 'address to listen on' }),
     modelsDir: Type.String({ minLength: 1, default: join(repoRoot, 'models'), description: 'registry root: one folder per model package' }),
     activeModel: Type.Optional(
-      Type.String({ minLength: 1, description: 'the model /generate uses by default (unset: the best-distilled package)' }),
+      Type.String({ minLength: 1, description: 'the model /generate uses by default (unset: PG-SB before SB before undistilled, then the lowest recorded FID)' }),
     ),
     adminToken: Type.Optional(
       Type.String({ minLength: 16, description: 'bearer token of the admin routes (unset: admin routes answer 404)' }),

@@ -71,12 +71,20 @@ interface ModelRecord {
   finish: () => void;
 }
 
-// Without an explicit choice the best-distilled package is active: PG-SB students before SB, before undistilled ones.
+// Without an explicit choice the best-distilled package is active: PG-SB students before SB, before undistilled ones;
+// among those the one with the lowest FID its distillation recorded (training.metrics.fid.value, trainer.distill's
+// probe on one fixed prompt set), a package without one after those with one; then by id.
 const METHOD_PREFERENCE: readonly ModelManifest['method'][] = ['pg-sb', 'sb', 'imported', 'teacher-init'];
+
+function recordedFid(entry: ModelEntry): number {
+  const value = (entry.manifest.training.metrics.fid as { value?: unknown } | undefined)?.value;
+  return typeof value === 'number' && Number.isFinite(value) ? value : Infinity;
+}
 
 function defaultModel(entries: readonly ModelEntry[]): string | undefined {
   const rank = (entry: ModelEntry) => METHOD_PREFERENCE.indexOf(entry.manifest.method);
-  return [...entries].sort((a, b) => rank(a) - rank(b) || a.id.localeCompare(b.id))[0]?.id;
+  const fid = (a: ModelEntry, b: ModelEntry) => Math.sign(recordedFid(a) - recordedFid(b)) || 0; // both none: NaN -> 0
+  return [...entries].sort((a, b) => rank(a) - rank(b) || fid(a, b) || a.id.localeCompare(b.id))[0]?.id;
 }
 
 const silentLog: RegistryLog = { info: () => {}, warn: () => {}, error: () => {} };
