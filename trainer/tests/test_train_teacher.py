@@ -117,7 +117,8 @@ def test_configs_parse():
     paths = sorted(glob.glob("trainer/configs/teacher-*.json"))
     assert [os.path.basename(path) for path in paths] == [
         "teacher-dit-continue.json", "teacher-dit-skips-continue.json", "teacher-dit-skips.json", "teacher-dit.json",
-        "teacher-unet-eps-continue.json", "teacher-unet-eps.json", "teacher-unet-v-continue.json", "teacher-unet-v.json"]
+        "teacher-unet-eps-continue.json", "teacher-unet-eps.json", "teacher-unet-v-continue.json",
+        "teacher-unet-v.json"]
     for path in paths:
         config = configure(train_teacher.DEFAULTS, [path])
         assert os.path.basename(path).startswith(f"teacher-{config['backbone']}")
