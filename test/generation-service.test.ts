@@ -1,19 +1,18 @@
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import sharp from 'sharp';
 import { GenerationService, type BatchEvent, type GenerateRequest, type GenerationServiceOptions } from '../src/generation/generation-service.js';
-import type { ModelManifest } from '../src/registry/model-manifest.js';
 import { pixels } from './helpers/pixels.js';
 import { maxAbsDifference } from './helpers/trainer-export.js';
-import { TEST_MODEL_DIR } from './helpers/test-model.js';
+import { TEST_MODEL_DIR, testManifest } from './helpers/test-model.js';
 
 async function createService(t: TestContext, options: Partial<GenerationServiceOptions> = {}, ids = ['alpha']) {
   const modelsDir = await mkdtemp(join(tmpdir(), 'snoopi-service-'));
   t.after(() => rm(modelsDir, { recursive: true, force: true }));
-  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const manifest = await testManifest();
   for (const id of ids) {
     await cp(TEST_MODEL_DIR, join(modelsDir, id), { recursive: true });
     await writeFile(join(modelsDir, id, 'model.json'), JSON.stringify({ ...manifest, id }));

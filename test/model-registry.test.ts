@@ -6,7 +6,7 @@ import { test, type TestContext } from 'node:test';
 import { EmbeddingCache } from '../src/cache/embedding-cache.js';
 import { manifestProblems, type ModelManifest } from '../src/registry/model-manifest.js';
 import { ModelRegistry, type ModelRegistryOptions, type RegistryLog } from '../src/registry/model-registry.js';
-import { TEST_MODEL_DIR } from './helpers/test-model.js';
+import { TEST_MODEL_DIR, testManifest } from './helpers/test-model.js';
 
 async function modelsRoot(t: TestContext, ids: string[]): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'snoopi-registry-'));
@@ -17,7 +17,7 @@ async function modelsRoot(t: TestContext, ids: string[]): Promise<string> {
 
 async function addPackage(root: string, id: string, changes: Partial<ModelManifest> = {}): Promise<void> {
   await cp(TEST_MODEL_DIR, join(root, id), { recursive: true });
-  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const manifest = await testManifest();
   await writeFile(join(root, id, 'model.json'), JSON.stringify({ ...manifest, ...changes, id }, null, 2));
 }
 
@@ -78,7 +78,7 @@ test('without an explicit choice the best-distilled package is active: pg-sb, th
 
 test('among packages of one method the lowest recorded FID is active by default, one without a FID after', async (t) => {
   const root = await modelsRoot(t, []);
-  const { training } = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const { training } = await testManifest();
   const withFid = (value: number) => ({
     method: 'pg-sb' as const,
     training: { ...training, metrics: { fid: { n: 256, value } } },
@@ -225,7 +225,7 @@ test('close lets leased requests finish, then refuses new leases', async (t) => 
 });
 
 test('manifest validation names each bad field once', async () => {
-  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const manifest = await testManifest();
   assert.deepEqual(manifestProblems(manifest), []);
   const { display_name: _name, ...withoutName } = manifest;
   assert.deepEqual(manifestProblems({ ...withoutName, format_version: 2, teacher: 3 }), [

@@ -14,7 +14,7 @@ import { DataType, encodeModel, graphOf, readModel, type ModelProto } from '../s
 import type { ModelManifest } from '../src/registry/model-manifest.js';
 import { testInput } from './helpers/attention-graphs.js';
 import { maxAbsDifference } from './helpers/trainer-export.js';
-import { TEST_MODEL_DIR } from './helpers/test-model.js';
+import { TEST_MODEL_DIR, testManifest } from './helpers/test-model.js';
 
 async function temporaryDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'snoopi-onnx-'));
@@ -46,7 +46,7 @@ async function runGenerator(t: TestContext, path: string, manifest: ModelManifes
 
 test('tensors in external data files stay there: round trip, writing elsewhere links the files, same pixels', async (t) => {
   const dir = await temporaryDir(t);
-  const manifest = JSON.parse(await readFile(join(TEST_MODEL_DIR, 'model.json'), 'utf8')) as ModelManifest;
+  const manifest = await testManifest();
   const model = await readModel(join(TEST_MODEL_DIR, 'generator.onnx'));
   const inline = inlineTensorBytes(model);
   await mkdir(join(dir, 'a'));
