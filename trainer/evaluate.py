@@ -7,7 +7,7 @@
 
 Prints one JSON object:
 - alignment: the pixel judge on eval_sets.alignment_prompts(n), one image per prompt (noise seed ALIGNMENT_SEED + i),
-  one-object and two-object prompts separately (sample.alignment);
+  one-object and two-object prompts separately, and the failures by first unmet requirement (sample.alignment);
 - clip_score: 100 x the mean cosine of tiny-CLIP image and prompt embeddings of those images;
 - fid: trainer/fid.py on fid-n images (the real images' captions as prompts);
 - negative: eval_sets.negative_pairs(), images_per_pair images each (seeds NEGATIVE_SEED + i), the success rate

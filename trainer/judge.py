@@ -3,6 +3,7 @@
     read_image(image) -> Reading            background + objects (color, shape, size, bbox)
     parse_caption(caption) -> Requirements  what a caption names
     satisfies(reading, requirements)        every named attribute present, object count and relation right
+    failure(reading, requirements)          the first requirement it fails (FAILURES), or None
     has_attribute(reading, phrase)          "red", "square", "blue square", "white" ... present in the image?
 
 Reading an image: every pixel goes to its nearest palette color (or to none when it is far from every palette color,
@@ -197,25 +198,51 @@ def parse_caption(caption: str) -> Requirements:
     return Requirements(1, (parse_object(text),), background)
 
 
+FAILURES = ("background", "empty", "extra object", "missing object", "unknown shape", "color", "size", "shape",
+            "binding", "left of")  # failure()'s answers, in the order it checks them
+
+
+def failure(reading: Reading, requirements: Requirements) -> Optional[str]:
+    """The first requirement the reading fails, in FAILURES order, or None when it satisfies the caption.
+
+    background; the object count (none, more or fewer than named); then the named objects' attributes: a shape the
+    judge cannot read, a color, size or shape no pairing of objects and specs gets right, "binding" when each
+    attribute fits some pairing but no pairing fits them all (a red square and a blue circle for "a red circle and a
+    blue square"); last a named left-of relation."""
+    if requirements.background is not None and reading.background != requirements.background:
+        return "background"
+    found, wanted = len(reading.objects), requirements.count
+    if found != wanted:
+        return "empty" if found == 0 else "extra object" if found > wanted else "missing object"
+    if not requirements.objects:
+        return None
+    orders = [reading.objects] if wanted == 1 else [reading.objects, reading.objects[::-1]]
+    pairings = [list(zip(order, requirements.objects)) for order in orders]
+    matched = [order for order, pairing in zip(orders, pairings) if all(matches(o, spec) for o, spec in pairing)]
+    if not matched:
+        if any(spec.shape for spec in requirements.objects) and any(obj.shape == UNKNOWN for obj in reading.objects):
+            return "unknown shape"
+        for attribute in ("color", "size", "shape"):
+            if not any(all(_fits(obj, spec, attribute) for obj, spec in pairing) for pairing in pairings):
+                return attribute
+        return "binding"
+    if requirements.left_of and not any(order[0].center_x < order[1].center_x for order in matched):
+        return "left of"
+    return None
+
+
+def _fits(obj: ObjectReading, spec: ObjectSpec, attribute: str) -> bool:
+    want = getattr(spec, attribute)
+    return want is None or want == getattr(obj, attribute)
+
+
 def matches(obj: ObjectReading, spec: ObjectSpec) -> bool:
-    return all(want is None or want == got
-               for want, got in ((spec.color, obj.color), (spec.shape, obj.shape), (spec.size, obj.size)))
+    return all(_fits(obj, spec, attribute) for attribute in ("color", "shape", "size"))
 
 
 def satisfies(reading: Reading, requirements: Requirements) -> bool:
     """Every attribute the caption names is present, the object count is right, and so is a named left-of."""
-    if requirements.background is not None and reading.background != requirements.background:
-        return False
-    if len(reading.objects) != requirements.count:
-        return False
-    if not requirements.objects:
-        return True
-    orders = [reading.objects] if requirements.count == 1 else [reading.objects, reading.objects[::-1]]
-    for order in orders:
-        if all(matches(obj, spec) for obj, spec in zip(order, requirements.objects)):
-            if not requirements.left_of or order[0].center_x < order[1].center_x:
-                return True
-    return False
+    return failure(reading, requirements) is None
 
 
 def has_attribute(reading: Reading, phrase: str) -> bool:

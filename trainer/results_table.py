@@ -15,7 +15,10 @@ import sys
 
 from PIL import Image, ImageDraw
 
+from trainer import judge
+
 NASA_SCALES = ("0.0", "0.5", "1.0")
+ONE_OBJECT_FAILURES = tuple(reason for reason in judge.FAILURES if reason not in ("missing object", "binding", "left of"))
 PLOT_W, PLOT_H, MARGIN, LEGEND_ROW = 560, 300, 48, 16
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf", "#000000", "#aec7e8")
@@ -93,6 +96,20 @@ def nasa_kinds_table(rows) -> str:
     return "\n".join(lines)
 
 
+def failures_table(rows) -> str:
+    """Why one-object prompts fail: each image's first unmet requirement (sample.alignment's failures, judge.FAILURES
+    order), for the rows evaluated with it (since run 11)."""
+    lines = ["| run | model | right | " + " | ".join(ONE_OBJECT_FAILURES) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in ONE_OBJECT_FAILURES) + " |"]
+    for row in rows:
+        failures = row["alignment"].get("failures")
+        if failures:
+            right = round(row["alignment"]["single"] * row["alignment"]["n_single"])
+            cells = [str(failures["single"].get(reason, 0)) for reason in ONE_OBJECT_FAILURES]
+            lines.append(f"| {row['run']} | {row['name']} | {right} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def fid_curves(run_dirs: dict, backbone: str) -> dict:
     """{"<run>/<name>": [(step, fid), ...]} of every distillation log of `backbone`."""
     curves = {}
@@ -151,6 +168,7 @@ def main(argv):
     print("### Negative prompts (NASA off = 0.0)\n\n" + nasa_table(rows) + "\n")
     print("### Negative prompts per kind (targets: under-specified success >= 95%, removal success and kept >= 80%)\n\n"
           + nasa_kinds_table(rows) + "\n")
+    print("### Why one-object prompts fail (images by their first unmet requirement)\n\n" + failures_table(rows) + "\n")
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         for backbone in ("unet-eps", "unet-v", "dit"):

@@ -114,15 +114,19 @@ def generate(model, text_encoder: TextEncoder, vae, scaling_factor: float, promp
 
 
 def alignment(images: np.ndarray, prompts) -> dict:
-    """Judge alignment of images with their prompts, for one-object and two-object prompts separately."""
-    hits = {1: [], 2: []}
+    """Judge alignment of images with their prompts, for one-object and two-object prompts separately, and why the
+    others fail: failures[single|two] counts each image's first unmet requirement (judge.FAILURES order)."""
+    verdicts = {1: [], 2: []}
     for image, prompt in zip(images, prompts):
         requirements = judge.parse_caption(prompt)
-        hits[requirements.count].append(judge.satisfies(judge.read_image(image), requirements))
-    single, two = hits[1], hits[2]
+        verdicts[requirements.count].append(judge.failure(judge.read_image(image), requirements))
+    single, two = ([verdict is None for verdict in verdicts[count]] for count in (1, 2))
     return {"single": float(np.mean(single)) if single else float("nan"), "n_single": len(single),
             "two": float(np.mean(two)) if two else float("nan"), "n_two": len(two),
-            "all": float(np.mean(single + two))}
+            "all": float(np.mean(single + two)),
+            "failures": {kind: {reason: verdicts[count].count(reason) for reason in judge.FAILURES
+                                if reason in verdicts[count]}
+                         for kind, count in (("single", 1), ("two", 2))}}
 
 
 def evaluate_alignment(model, text_encoder, vae, scaling_factor, guidance: float, n: int = 200, steps: int = 25,

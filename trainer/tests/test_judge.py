@@ -75,6 +75,31 @@ def test_satisfies(caption, truth):
     assert judge.judge(TWO, caption) is truth
 
 
+UPSIDE_DOWN = shapes.render(Scene("white", (SceneObject("triangle", "red", "large", 20, 20, 24),)))[::-1].copy()
+
+
+@pytest.mark.parametrize("image, caption, reason", [
+    (TWO, "a blue square and a red circle on a white background", None),
+    (TWO, "a red circle and a blue square on a black background", "background"),
+    (shapes.render(Scene("white", ())), "a red circle", "empty"),
+    (TWO, "a red circle", "extra object"),
+    (shapes.render(Scene("white", (RED_CIRCLE,))), "a red circle and a blue square", "missing object"),
+    (UPSIDE_DOWN, "a red triangle", "unknown shape"),
+    (UPSIDE_DOWN, "a blue shape", "color"),  # no shape named: an unreadable one is not the failure
+    (TWO, "a red circle and a green square", "color"),
+    (shapes.render(Scene("white", (RED_CIRCLE,))), "a large red circle", "size"),
+    (TWO, "a red triangle and a blue square", "shape"),
+    (TWO, "a blue circle and a red square", "binding"),  # each attribute present, on the wrong objects
+    (TWO, "a large red circle and a blue square", "binding"),  # "large" is the square's
+    (TWO, "a blue square to the left of a red circle", "left of"),
+])
+def test_failure_names_the_first_unmet_requirement(image, caption, reason):
+    requirements = judge.parse_caption(caption)
+    assert judge.failure(judge.read_image(image), requirements) == reason
+    assert reason is None or reason in judge.FAILURES
+    assert judge.satisfies(judge.read_image(image), requirements) is (reason is None)
+
+
 def test_has_attribute():
     reading = judge.read_image(TWO)
     for present in ("red", "blue", "circle", "square", "white", "red circle", "large blue square", "small"):

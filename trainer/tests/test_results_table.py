@@ -15,8 +15,10 @@ RUNS = [os.path.join(REPO, "docs", "results", run) for run in ("run1", "run2")]
 def test_tables_have_one_row_per_evaluated_model_with_its_numbers(tmp_path, capsys):
     assert results_table.main(RUNS + ["--plots", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    out, failures = out.split("### Why one-object prompts fail")
     quality, negative, kinds = out.split("### Negative prompts")
     assert kinds.count("\n| run") == 1  # the per-kind table: no row, runs 1 and 2 were evaluated before by_kind
+    assert failures.count("\n| run") == 1  # nor before failures
     for run in RUNS:
         for name in os.listdir(os.path.join(run, "results")):
             if name.startswith("align-"):
@@ -70,3 +72,14 @@ def test_the_per_kind_table_shows_each_scales_rates_against_the_targets(tmp_path
     table = capsys.readouterr().out.split("### Negative prompts per kind")[1]
     for scale in results_table.NASA_SCALES:
         assert f"| {tmp_path.name} | student | {scale} | 95.0 | 80.0 | 62.5 |" in table
+
+
+def test_the_failures_table_counts_one_object_failures_by_reason(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    row = json.load(open(os.path.join(RUNS[1], "results", "shapes-unet-v-pgsb.json")))  # one-object alignment 6%
+    row["alignment"]["failures"] = {"single": {"extra object": 80, "color": 14}, "two": {"binding": 100}}
+    (tmp_path / "results" / "student.json").write_text(json.dumps(row))
+    assert results_table.main([str(tmp_path)]) == 0
+    table = capsys.readouterr().out.split("### Why one-object prompts fail")[1]
+    assert "| right | background | empty | extra object | unknown shape | color | size | shape |" in table
+    assert f"| {tmp_path.name} | student | 6 | 0 | 0 | 80 | 0 | 14 | 0 | 0 |" in table

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from trainer import package, sample, train_teacher
+from trainer import judge, package, sample, train_teacher
 from tiny_models import TINY_TEACHERS, write_tiny_encoders  # trainer/tests is on sys.path under pytest
 
 
@@ -134,9 +134,13 @@ def test_alignment_of_real_images_is_perfect_and_split_by_object_count():
     chosen = [i for i, c in enumerate(captions) if c != "two shapes"][:30]
     result = sample.alignment(images[chosen], [captions[i] for i in chosen])
     assert result["n_single"] + result["n_two"] == 30
-    assert result["all"] == 1.0
+    assert result["all"] == 1.0 and result["failures"] == {"single": {}, "two": {}}
     shuffled = sample.alignment(images[chosen][::-1], [captions[i] for i in chosen])
     assert shuffled["all"] < 0.5
+    failed = {kind: sum(shuffled["failures"][kind].values()) for kind in ("single", "two")}
+    assert failed == {"single": round((1 - shuffled["single"]) * shuffled["n_single"]),
+                      "two": round((1 - shuffled["two"]) * shuffled["n_two"])}
+    assert set(shuffled["failures"]["single"]) | set(shuffled["failures"]["two"]) <= set(judge.FAILURES)
 
 
 def test_grid_and_generate(encoders, tmp_path):
