@@ -198,8 +198,9 @@ def parse_caption(caption: str) -> Requirements:
     return Requirements(1, (parse_object(text),), background)
 
 
-FAILURES = ("background", "empty", "extra object", "missing object", "unknown shape", "color", "size", "shape",
-            "binding", "left of")  # failure()'s answers, in the order it checks them
+OBJECT_ATTRIBUTES = ("color", "size", "shape")  # what a caption may say of an object (ObjectSpec), in failure()'s order
+FAILURES = ("background", "empty", "extra object", "missing object", "unknown shape", *OBJECT_ATTRIBUTES, "binding",
+            "left of")  # failure()'s answers, in the order it checks them
 
 
 def failure(reading: Reading, requirements: Requirements) -> Optional[str]:
@@ -222,7 +223,7 @@ def failure(reading: Reading, requirements: Requirements) -> Optional[str]:
     if not matched:
         if any(spec.shape for spec in requirements.objects) and any(obj.shape == UNKNOWN for obj in reading.objects):
             return "unknown shape"
-        for attribute in ("color", "size", "shape"):
+        for attribute in OBJECT_ATTRIBUTES:
             if not any(all(_fits(obj, spec, attribute) for obj, spec in pairing) for pairing in pairings):
                 return attribute
         return "binding"
@@ -237,7 +238,7 @@ def _fits(obj: ObjectReading, spec: ObjectSpec, attribute: str) -> bool:
 
 
 def matches(obj: ObjectReading, spec: ObjectSpec) -> bool:
-    return all(_fits(obj, spec, attribute) for attribute in ("color", "shape", "size"))
+    return all(_fits(obj, spec, attribute) for attribute in OBJECT_ATTRIBUTES)
 
 
 def satisfies(reading: Reading, requirements: Requirements) -> bool:
