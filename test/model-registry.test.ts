@@ -3,6 +3,7 @@ import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { defaultModel as benchDefaultModel } from '../bench/lib/run-suite.js';
 import { EmbeddingCache } from '../src/cache/embedding-cache.js';
 import { manifestProblems, type ModelManifest } from '../src/registry/model-manifest.js';
 import { ModelRegistry, type ModelRegistryOptions, type RegistryLog } from '../src/registry/model-registry.js';
@@ -88,9 +89,11 @@ test('among packages of one method the lowest recorded FID is active by default,
   await addPackage(root, 'c-pgsb', withFid(0.03));
   await addPackage(root, 'd-sb', { method: 'sb', training: withFid(0.01).training });
   assert.equal((await openRegistry(t, root)).activeId, 'c-pgsb');
+  assert.equal(await benchDefaultModel(root), 'c-pgsb'); // the benchmark measures the model the service would serve
   await rm(join(root, 'c-pgsb'), { recursive: true });
   await rm(join(root, 'b-pgsb'), { recursive: true });
   assert.equal((await openRegistry(t, root)).activeId, 'a-pgsb');
+  assert.equal(await benchDefaultModel(root), 'a-pgsb');
 });
 
 test('an explicit active model must exist', async (t) => {

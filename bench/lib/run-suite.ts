@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { repoRoot } from '../../src/config/paths.js';
+import { defaultModelId } from '../../src/registry/default-model.js';
 import { loadManifest, type ModelManifest } from '../../src/registry/model-manifest.js';
 import { bestBatch, measureEngine, recheckEngine } from './engine-throughput.js';
 import { measureImageEncoding } from './image-encoding.js';
@@ -43,8 +44,6 @@ export interface SuiteOptions {
 
 export const PYTHON = '/usr/bin/python3';
 const PYTHON_NO_WEIGHTS_EXIT = 3;
-const FALLBACK_MODEL = 'shapes-fixture';
-const METHOD_PREFERENCE = ['pg-sb', 'sb', 'teacher-init'];
 const ENGINE_INTRA_OP_THREADS = 2; // the service's default intraOpThreads, which every bench server keeps
 const GENERATED_IMAGES = 16;
 
@@ -60,21 +59,17 @@ async function profileResults(profileDir: string, config: string, out: string): 
   return results;
 }
 
-/** The trained package the service would pick (pg-sb, then sb, then teacher-init; ties by id), else the fixture. */
+/** The package the service would pick by default (src/registry/default-model.ts). */
 export async function defaultModel(modelsDir: string): Promise<string> {
-  const trained: { id: string; method: string }[] = [];
+  const manifests: ModelManifest[] = [];
   for (const entry of await readdir(modelsDir, { withFileTypes: true })) {
     if (!entry.isDirectory()) continue;
-    const manifest = await readFile(join(modelsDir, entry.name, 'model.json'), 'utf8').then(
-      (text) => JSON.parse(text) as ModelManifest,
-      () => undefined,
-    );
-    if (manifest !== undefined && manifest.training.steps > 0 && METHOD_PREFERENCE.includes(manifest.method)) {
-      trained.push({ id: entry.name, method: manifest.method });
-    }
+    const manifest = await loadManifest(join(modelsDir, entry.name), entry.name, { verifyFiles: false }).catch(() => undefined);
+    if (manifest !== undefined) manifests.push(manifest);
   }
-  trained.sort((a, b) => METHOD_PREFERENCE.indexOf(a.method) - METHOD_PREFERENCE.indexOf(b.method) || a.id.localeCompare(b.id));
-  return trained[0]?.id ?? FALLBACK_MODEL;
+  const id = defaultModelId(manifests);
+  if (id === undefined) throw new Error(`no model package in ${modelsDir}`);
+  return id;
 }
 
 async function gitState(): Promise<SuiteResults['git']> {

@@ -13,6 +13,7 @@ import { createEngine, type Engine, type EngineLog, type GenerationRows } from '
 import type { ExecutionProvider, SessionSettings } from '../engine/onnx-runtime.js';
 import { errors } from '../errors.js';
 import { ClipTokenizer } from '../tokenizer/clip-tokenizer.js';
+import { defaultModelId } from './default-model.js';
 import { MANIFEST_FILE, loadManifest, type ModelManifest } from './model-manifest.js';
 
 export interface RegistryLog extends EngineLog {
@@ -31,7 +32,7 @@ export interface ModelRegistryOptions {
   batching: { maxBatchRows: number; maxQueueRows: number; deadlineMs: number };
   /** Shared by all models (its keys carry the model id). */
   cache: EmbeddingCache;
-  /** The model requests go to when they name none; default: see defaultModel. */
+  /** The model requests go to when they name none; default: see default-model.ts. */
   activeModel?: string;
   /** Check every package file's size and sha256 when loading (default true). */
   verifyFiles?: boolean;
@@ -71,22 +72,6 @@ interface ModelRecord {
   finish: () => void;
 }
 
-// Without an explicit choice the best-distilled package is active: PG-SB students before SB, before undistilled ones;
-// among those the one with the lowest FID its distillation recorded (training.metrics.fid.value, trainer.distill's
-// probe on one fixed prompt set), a package without one after those with one; then by id.
-const METHOD_PREFERENCE: readonly ModelManifest['method'][] = ['pg-sb', 'sb', 'imported', 'teacher-init'];
-
-function recordedFid(entry: ModelEntry): number {
-  const value = (entry.manifest.training.metrics.fid as { value?: unknown } | undefined)?.value;
-  return typeof value === 'number' && Number.isFinite(value) ? value : Infinity;
-}
-
-function defaultModel(entries: readonly ModelEntry[]): string | undefined {
-  const rank = (entry: ModelEntry) => METHOD_PREFERENCE.indexOf(entry.manifest.method);
-  const fid = (a: ModelEntry, b: ModelEntry) => Math.sign(recordedFid(a) - recordedFid(b)) || 0; // both none: NaN -> 0
-  return [...entries].sort((a, b) => rank(a) - rank(b) || fid(a, b) || a.id.localeCompare(b.id))[0]?.id;
-}
-
 const silentLog: RegistryLog = { info: () => {}, warn: () => {}, error: () => {} };
 
 export class ModelRegistry {
@@ -109,7 +94,7 @@ export class ModelRegistry {
     const registry = new ModelRegistry(options);
     await registry.scan();
     if (options.activeModel !== undefined && !registry.entries.has(options.activeModel)) throw registry.notFound(options.activeModel);
-    registry.active = options.activeModel ?? defaultModel(registry.list());
+    registry.active = options.activeModel ?? defaultModelId(registry.list().map((entry) => entry.manifest));
     if (registry.active === undefined) registry.log.warn({ modelsDir: options.modelsDir }, 'no model package found');
     return registry;
   }
