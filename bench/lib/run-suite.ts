@@ -4,7 +4,7 @@
 // soak. Writes results.json, report.md and the plots into `out`.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -12,7 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { repoRoot } from '../../src/config/paths.js';
 import { defaultModelId } from '../../src/registry/default-model.js';
-import { loadManifest, type ModelManifest } from '../../src/registry/model-manifest.js';
+import { loadManifest } from '../../src/registry/model-manifest.js';
+import { scanPackages } from '../../src/registry/model-registry.js';
 import { bestBatch, measureEngine, recheckEngine } from './engine-throughput.js';
 import { measureImageEncoding } from './image-encoding.js';
 import { describeCell, measureCell, runLoad, type Cell } from './load.js';
@@ -61,13 +62,7 @@ async function profileResults(profileDir: string, config: string, out: string): 
 
 /** The package the service would pick by default (src/registry/default-model.ts). */
 export async function defaultModel(modelsDir: string): Promise<string> {
-  const manifests: ModelManifest[] = [];
-  for (const entry of await readdir(modelsDir, { withFileTypes: true })) {
-    if (!entry.isDirectory()) continue;
-    const manifest = await loadManifest(join(modelsDir, entry.name), entry.name, { verifyFiles: false }).catch(() => undefined);
-    if (manifest !== undefined) manifests.push(manifest);
-  }
-  const id = defaultModelId(manifests);
+  const id = defaultModelId([...(await scanPackages(modelsDir)).values()].map((entry) => entry.manifest));
   if (id === undefined) throw new Error(`no model package in ${modelsDir}`);
   return id;
 }

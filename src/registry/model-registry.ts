@@ -74,6 +74,33 @@ interface ModelRecord {
 
 const silentLog: RegistryLog = { info: () => {}, warn: () => {}, error: () => {} };
 
+/** The packages in `modelsDir` by id: its subfolders with a model.json that validates (others are warned about). */
+export async function scanPackages(modelsDir: string, log: Pick<RegistryLog, 'warn'> = silentLog): Promise<Map<string, ModelEntry>> {
+  const folders = await readdir(modelsDir, { withFileTypes: true }).catch((error: Error) => {
+    throw new Error(`cannot read the models folder ${modelsDir}: ${error.message}`);
+  });
+  const found = new Map<string, ModelEntry>();
+  await Promise.all(
+    folders
+      .filter((folder) => folder.isDirectory())
+      .map(async (folder) => {
+        const dir = join(modelsDir, folder.name);
+        const isPackage = await stat(join(dir, MANIFEST_FILE)).then(
+          (info) => info.isFile(),
+          () => false,
+        );
+        if (!isPackage) return;
+        try {
+          const manifest = await loadManifest(dir, folder.name, { verifyFiles: false });
+          found.set(manifest.id, { id: manifest.id, dir, manifest });
+        } catch (error) {
+          log.warn({ dir, error: (error as Error).message }, 'skipping an invalid model package');
+        }
+      }),
+  );
+  return found;
+}
+
 export class ModelRegistry {
   private readonly options: ModelRegistryOptions;
   private readonly log: RegistryLog;
@@ -193,30 +220,7 @@ export class ModelRegistry {
   }
 
   private async readPackages(): Promise<void> {
-    const { modelsDir } = this.options;
-    const folders = await readdir(modelsDir, { withFileTypes: true }).catch((error: Error) => {
-      throw new Error(`cannot read the models folder ${modelsDir}: ${error.message}`);
-    });
-    const found = new Map<string, ModelEntry>();
-    await Promise.all(
-      folders
-        .filter((folder) => folder.isDirectory())
-        .map(async (folder) => {
-          const dir = join(modelsDir, folder.name);
-          const isPackage = await stat(join(dir, MANIFEST_FILE)).then(
-            (info) => info.isFile(),
-            () => false,
-          );
-          if (!isPackage) return;
-          try {
-            const manifest = await loadManifest(dir, folder.name, { verifyFiles: false });
-            found.set(manifest.id, { id: manifest.id, dir, manifest });
-          } catch (error) {
-            this.log.warn({ dir, error: (error as Error).message }, 'skipping an invalid model package');
-          }
-        }),
-    );
-    this.entries = found;
+    this.entries = await scanPackages(this.options.modelsDir, this.log);
   }
 
   private async entryOf(id: string): Promise<ModelEntry> {
