@@ -96,7 +96,8 @@ steps = 1000  # student steps (each followed by lora_steps LoRA steps)
 batch_size = 32  # per process
 seed = 0  # shapes-world stream of the prompts (< 1000: higher seeds are evaluation sets), init and noise seed
 name = ""  # the package id; "" = --out's folder name
-student_lr = 2e-5  # AdamW, constant (see trainer/README.md, Distillation, for why this value)
+student_lr = 2e-5  # AdamW (see trainer/README.md, Distillation, for why this value)
+student_lr_schedule = "constant"  # constant | cosine: student_lr decays to 0 over the run's steps (half a cosine)
 lora_lr = 1e-3  # AdamW, constant (the paper's)
 lora_rank = 16  # LoRA rank on every attention projection
 lora_alpha = 16.0  # LoRA scale alpha / rank
@@ -138,6 +139,7 @@ RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "d
                      "write_package", "time_budget_s", "nasa_default_scale", "nasa_max_scale"}  # a rerun may change
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # model.json's id (src/registry/model-manifest.ts)
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
+STUDENT_LR_SCHEDULES = ("constant", "cosine")
 
 
 class DistillError(RuntimeError):
@@ -214,6 +216,8 @@ def validate(config, out_dir: str) -> dict:
     _check(0.0 <= config["nasa_default_scale"] <= config["nasa_max_scale"],
            "need 0 <= nasa_default_scale <= nasa_max_scale")
     _check(config["keep"] in ("last", "best"), f"keep must be last or best, got {config['keep']!r}")
+    _check(config["student_lr_schedule"] in STUDENT_LR_SCHEDULES,
+           f"student_lr_schedule must be constant or cosine, got {config['student_lr_schedule']!r}")
     _check(config["student_head"] in ("", "v"), f"student_head must be \"\" or v, got {config['student_head']!r}")
     _check(config["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {config['device']!r}")
     model_id = config["name"] or os.path.basename(os.path.normpath(out_dir))
@@ -285,6 +289,14 @@ def parse_command_line(argv):
 
 
 # ----------------------------------------------------------------------------- the method
+
+
+def student_learning_rate(config, step: int, total: int) -> float:
+    """The student's learning rate for step `step` (0-based) of `total`: student_lr, or under the cosine schedule
+    student_lr * (1 + cos(pi * step / total)) / 2, a function of the step alone, so the same after a resume."""
+    if config["student_lr_schedule"] == "constant":
+        return config["student_lr"]
+    return config["student_lr"] * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
 def guidance_scales(guidance: dict, seed: int, step: int):
@@ -596,6 +608,8 @@ def run(settings, out_dir: str) -> int:
             negatives = step_negatives(settings["seed"], step, dist_info.rank, dist_info.world_size, prompts)
             alpha = nasa_training_alpha(settings["nasa_training_scale"], settings["seed"], step)
             nasa = nasa_inputs(text_encoder, negatives, empty_states, alpha)
+        for group in distillation.student_optimizer.param_groups:
+            group["lr"] = student_learning_rate(settings, step, total)
         losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora, **nasa)
         for key in ("loss_student", "loss_lora"):
             if not math.isfinite(losses[key]):

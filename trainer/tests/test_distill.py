@@ -269,6 +269,7 @@ BAD_CONFIGS = [
     ({"seed": 1001}, "seed must be in"),
     ({"name": "other-name"}, "--out must be a folder named after the model id"),
     ({"keep": "first"}, "keep must be last or best"),
+    ({"student_lr_schedule": "linear"}, "student_lr_schedule must be constant or cosine"),
     ({"nasa_training_scale": -0.5}, "nasa_training_scale must be in"),
 ]
 
@@ -443,6 +444,19 @@ def test_keep_best_exports_the_student_of_the_lowest_fid_probe(checkpoints, tmp_
     # a rerun of the finished job exports the same student again
     assert run_in_process(checkpoints, tmp_path, **run) == 0
     assert (tmp_path / "student" / "model.json").read_text() == manifest
+
+
+def test_the_cosine_schedule_decays_the_student_lr_to_zero_over_the_run_and_leaves_the_lora_lr(checkpoints,
+                                                                                               tmp_path):
+    config = {"student_lr": 4e-5, "student_lr_schedule": "cosine"}
+    rates = [distill.student_learning_rate(config, step, 4) for step in range(5)]
+    assert rates == pytest.approx([4e-5, 2e-5 * (1 + 2 ** -0.5), 2e-5, 2e-5 * (1 - 2 ** -0.5), 0.0])
+    assert distill.student_learning_rate(dict(config, student_lr_schedule="constant"), 3, 4) == 4e-5
+    assert run_in_process(checkpoints, tmp_path, steps=4, **config) == 0
+    groups = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))["optimizer"]
+    # the last step ran at the rate of step 3 of 4; the LoRA teacher kept its constant rate
+    assert [group["lr"] for group in groups["student"]["param_groups"]] == [pytest.approx(rates[3])]
+    assert [group["lr"] for group in groups["lora"]["param_groups"]] == [distill.DEFAULTS["lora_lr"]]
 
 
 def test_init_from_continues_an_earlier_run_with_another_recipe_and_records_its_lineage(checkpoints, tmp_path,
