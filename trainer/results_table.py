@@ -22,7 +22,8 @@ ONE_OBJECT_FAILURES = tuple(reason for reason in judge.FAILURES  # those a one-o
                             if reason not in ("missing object", "binding", "left of"))
 PLOT_W, PLOT_H, MARGIN, LEGEND_ROW = 560, 300, 48, 16
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5")
+          "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#393b79", "#e7ba52",
+          "#ad494a", "#637939")
 
 
 def load_rows(run_dir: str) -> list:
