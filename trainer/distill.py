@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import diffusion, distributed, export, judge, package, shapes
+from trainer import diffusion, distributed, export, judge, package, shapes, warm_start
 from trainer.checkpoint import TrainingCheckpoints, config_changes, half_weights, load_checkpoint, save_checkpoint
 from trainer.configurator import ConfigError, configure
 from trainer.evaluate import StudentSampler
@@ -119,6 +119,9 @@ write_package = True  # write the model package into --out at the end (false: st
 student_head = ""  # "" = the teacher's parameterization; v: a unet-eps teacher's student reads its output as v
 init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, same lora_rank): its student and LoRA start
 #   this run (fresh optimizers, step 0); "" = both start as the teacher
+warm_start_steps = 0  # the first steps regress the student onto teacher samples instead of VSD (trainer/warm_start.py)
+warm_start_pairs = 1024  # teacher samples (25-step DDIM + CFG 4.5) the warm start regresses onto
+warm_start_lr = 1e-5  # the student's learning rate in the warm start
 nasa_training_scale = 0.0  # NASA-T: alpha ~ U(0, this) per step with training negative prompts; 0: off
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
@@ -204,9 +207,10 @@ def validate(config, out_dir: str) -> dict:
                            ("lora_steps", 1, 100),
                            ("eval_every", 0, 10 ** 7), ("eval_n", 2, 100000), ("log_every", 1, 10 ** 6),
                            ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6),
-                           ("time_budget_s", 0, 10 ** 7)):
+                           ("time_budget_s", 0, 10 ** 7), ("warm_start_steps", 0, config["steps"] - 1),
+                           ("warm_start_pairs", 1, 10 ** 6)):
         _check(low <= config[key] <= high, f"{key} must be in [{low}, {high}], got {config[key]}")
-    for key in ("student_lr", "lora_lr", "lora_alpha", "student_grad_clip"):
+    for key in ("student_lr", "lora_lr", "warm_start_lr", "lora_alpha", "student_grad_clip"):
         _check(math.isfinite(config[key]) and 0.0 < config[key] <= (1.0 if key.endswith("lr") else 1e6),
                f"{key} must be positive{' and at most 1' if key.endswith('lr') else ''}, got {config[key]}")
     _check(0.0 <= config["lora_caption_dropout"] <= 1.0,
@@ -240,6 +244,8 @@ def validate(config, out_dir: str) -> dict:
                     teacher_checkpoint={"path": teacher_path, "backbone": backbone_name,
                                         "sha256": package.file_entry(teacher_path)["sha256"]})
     settings["guidance_mode"] = settings["guidance"]["mode"]
+    _check(not (config["init_from"] and config["warm_start_steps"]),
+           "warm_start_steps starts a student from its teacher; init_from continues a distilled one: not both")
     if config["init_from"]:
         check_init_from(config["init_from"], settings)
     check_resumable(settings)
@@ -292,11 +298,15 @@ def parse_command_line(argv):
 
 
 def student_learning_rate(config, step: int, total: int) -> float:
-    """The student's learning rate for step `step` (0-based) of `total`: student_lr, or under the cosine schedule
-    student_lr * (1 + cos(pi * step / total)) / 2, a function of the step alone, so the same after a resume."""
+    """The student's learning rate for step `step` (0-based) of `total`: warm_start_lr in the warm start, then
+    student_lr, or under the cosine schedule student_lr * (1 + cos(pi * k / K)) / 2 at VSD step k of K, a function of
+    the step alone, so the same after a resume."""
+    warm = config["warm_start_steps"]
+    if step < warm:
+        return config["warm_start_lr"]
     if config["student_lr_schedule"] == "constant":
         return config["student_lr"]
-    return config["student_lr"] * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return config["student_lr"] * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / (total - warm)))
 
 
 def guidance_scales(guidance: dict, seed: int, step: int):
@@ -458,18 +468,39 @@ class Distillation:
             eps_lora = guided_eps(self.lora_teacher, x_t, t, text_states, uncond, kappa_lora)
             grad = vsd_gradient(eps_teacher, eps_lora, t)
         student_loss = 0.5 * F.mse_loss(x0, (x0 - grad).detach())
+        grad_norm = self.student_update(student_loss)  # then the LoRA teacher, on the same samples
+        return {"loss_student": student_loss.item(), "loss_lora": self.lora_steps(x0, noise, text_states,
+                                                                                   empty_states, negative),
+                "student_grad_norm": grad_norm}
+
+    def warm_step(self, noise, text_states, latents, empty_states) -> dict:
+        """One warm-start step: the student's MSE to the teacher's samples `latents` from `noise` (B, C, h, w) and
+        text_states (B, L, D), then the LoRA steps on the student's samples as in a VSD step, so that the LoRA
+        teacher follows the student from the start."""
+        x0 = self.student_forward(noise, text_states)
+        regression_loss = F.mse_loss(x0, latents)
+        grad_norm = self.student_update(regression_loss)
+        return {"loss_regression": regression_loss.item(), "loss_lora": self.lora_steps(x0, noise, text_states,
+                                                                                         empty_states, ()),
+                "student_grad_norm": grad_norm}
+
+    def student_update(self, loss) -> float:
+        """One clipped optimizer step of the student on `loss`; the gradient norm before clipping."""
         self.student_optimizer.zero_grad(set_to_none=True)
-        student_loss.backward()
+        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config["student_grad_clip"])
         self.student_optimizer.step()
+        return grad_norm.item()
 
+    def lora_steps(self, x0, noise, text_states, empty_states, negative) -> float:
+        """lora_steps LoRA steps: the first on the student's samples x0 of this step, the next on fresh ones of the
+        updated student; their mean loss."""
         lora_losses = [self.lora_step(x0.detach(), text_states, empty_states)]
         for _ in range(self.config["lora_steps"] - 1):
             with torch.no_grad():
                 samples = self.student_forward(torch.randn_like(noise), text_states, *negative)
             lora_losses.append(self.lora_step(samples, text_states, empty_states))
-        return {"loss_student": student_loss.item(), "loss_lora": sum(lora_losses) / len(lora_losses),
-                "student_grad_norm": grad_norm.item()}
+        return sum(lora_losses) / len(lora_losses)
 
     def lora_step(self, samples, text_states, empty_states) -> float:
         """One update of the LoRA teacher: its denoising loss on the student's samples (B, C, h, w), with
@@ -559,6 +590,19 @@ def export_student(settings, student_path: str, out_dir: str) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
+def vsd_step(distillation, settings, text_encoder, empty_states, step: int, dist_info):
+    """One VSD step on the step's training prompts: (losses, the step's kappas and NASA-T alpha for the log)."""
+    prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
+    kappa_teacher, kappa_lora = guidance_scales(settings["guidance"], settings["seed"], step)
+    scales, nasa = {"kappa": kappa_teacher, "kappa_lora": kappa_lora}, {}
+    if settings["nasa_training_scale"]:
+        negatives = step_negatives(settings["seed"], step, dist_info.rank, dist_info.world_size, prompts)
+        scales["nasa_alpha"] = nasa_training_alpha(settings["nasa_training_scale"], settings["seed"], step)
+        nasa = nasa_inputs(text_encoder, negatives, empty_states, scales["nasa_alpha"])
+    losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora, **nasa)
+    return losses, scales
+
+
 def log_message(text):
     """Human messages go to stderr: stdout carries the progress JSON lines."""
     print(text, file=sys.stderr, flush=True)
@@ -596,24 +640,31 @@ def run(settings, out_dir: str) -> int:
                     f"({sum(p.numel() for p in distillation.adapters.parameters()) / 1e6:.3f}M), world size "
                     f"{dist_info.world_size}, device {device}, run dir {settings['run_dir']}")
 
-    budget = TimeBudget(settings["time_budget_s"], step,
+    # the budget's clock includes the warm start; its seconds per step are measured on VSD steps
+    budget = TimeBudget(settings["time_budget_s"], max(step, settings["warm_start_steps"]),
                         agree=lambda total: round(distributed.all_reduce_mean(total, dist_info)))
+    pairs = None
+    if step < settings["warm_start_steps"]:
+        progress = (lambda done, n: log_message(f"warm start: teacher samples {done}/{n}")) if dist_info.is_master \
+            else None
+        pairs = warm_start.load_or_draw_pairs(
+            os.path.join(settings["run_dir"], "warm-start-pairs.pt"), teacher, text_encoder, settings["seed"],
+            settings["warm_start_pairs"], settings["teacher_checkpoint"]["sha256"], save=dist_info.is_master,
+            progress=progress)
     window, window_started = [], time.time()
     final_metrics = None  # the probe at the last step
     while step < total:
-        prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
-        kappa_teacher, kappa_lora = guidance_scales(settings["guidance"], settings["seed"], step)
-        nasa = {}
-        if settings["nasa_training_scale"]:
-            negatives = step_negatives(settings["seed"], step, dist_info.rank, dist_info.world_size, prompts)
-            alpha = nasa_training_alpha(settings["nasa_training_scale"], settings["seed"], step)
-            nasa = nasa_inputs(text_encoder, negatives, empty_states, alpha)
         for group in distillation.student_optimizer.param_groups:
             group["lr"] = student_learning_rate(settings, step, total)
-        losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora, **nasa)
-        for key in ("loss_student", "loss_lora"):
-            if not math.isfinite(losses[key]):
-                raise DistillError(f"{key} is {losses[key]} at step {step + 1}: stopping (lower student_lr or "
+        if step < settings["warm_start_steps"]:
+            prompts, noise, latents = pairs.batch(settings["seed"], step, dist_info.rank, dist_info.world_size,
+                                                  settings["batch_size"], device)
+            losses, scales = distillation.warm_step(noise, text_encoder(prompts), latents, empty_states), {}
+        else:
+            losses, scales = vsd_step(distillation, settings, text_encoder, empty_states, step, dist_info)
+        for key, value in losses.items():
+            if key.startswith("loss_") and not math.isfinite(value):
+                raise DistillError(f"{key} is {value} at step {step + 1}: stopping (lower student_lr or "
                                    "lora_lr; the last checkpoint is in run_dir)")
         window.append(losses)
         step += 1
@@ -622,11 +673,11 @@ def run(settings, out_dir: str) -> int:
         if step == total:  # the student is stored in float16 (write_student): the last evaluation is of that model
             distillation.student.load_state_dict(half_weights(distillation.student.state_dict()))
         if step % settings["log_every"] == 0 or evaluation_due:  # the same steps on every rank (all_reduce)
-            means = {key: distributed.all_reduce_mean(sum(w[key] for w in window) / len(window), dist_info)
-                     for key in window[0]}
-            record = dict(means, kappa=kappa_teacher, kappa_lora=kappa_lora,
-                          **({"nasa_alpha": alpha} if settings["nasa_training_scale"] else {}),
-                          s_per_step=(time.time() - window_started) / len(window))
+            means = {}
+            for key in dict.fromkeys(key for losses in window for key in losses):  # a window may span the warm start
+                values = [losses[key] for losses in window if key in losses]
+                means[key] = distributed.all_reduce_mean(sum(values) / len(values), dist_info)
+            record = dict(means, **scales, s_per_step=(time.time() - window_started) / len(window))
             if probe and evaluation_due:
                 final_metrics = probe(distillation.student)
                 record.update(final_metrics)

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from trainer import diffusion, distill, distributed, judge, package, shapes
+from trainer import diffusion, distill, distributed, judge, package, shapes, warm_start
 from trainer.checkpoint import load_checkpoint
 from trainer.sample import TextEncoder, load_teacher
 from tiny_models import write_tiny_checkpoints  # trainer/tests is on sys.path under pytest
@@ -271,6 +271,10 @@ BAD_CONFIGS = [
     ({"keep": "first"}, "keep must be last or best"),
     ({"student_lr_schedule": "linear"}, "student_lr_schedule must be constant or cosine"),
     ({"nasa_training_scale": -0.5}, "nasa_training_scale must be in"),
+    ({"warm_start_steps": 4}, "warm_start_steps must be in [0, 3]"),
+    ({"warm_start_steps": 1, "warm_start_pairs": 0}, "warm_start_pairs must be in"),
+    ({"warm_start_lr": 0}, "warm_start_lr must be positive"),
+    ({"warm_start_steps": 1, "init_from": "runs/earlier/ckpt.pt"}, "init_from continues a distilled one: not both"),
 ]
 
 
@@ -448,7 +452,7 @@ def test_keep_best_exports_the_student_of_the_lowest_fid_probe(checkpoints, tmp_
 
 def test_the_cosine_schedule_decays_the_student_lr_to_zero_over_the_run_and_leaves_the_lora_lr(checkpoints,
                                                                                                tmp_path):
-    config = {"student_lr": 4e-5, "student_lr_schedule": "cosine"}
+    config = {"student_lr": 4e-5, "student_lr_schedule": "cosine", "warm_start_steps": 0}
     rates = [distill.student_learning_rate(config, step, 4) for step in range(5)]
     assert rates == pytest.approx([4e-5, 2e-5 * (1 + 2 ** -0.5), 2e-5, 2e-5 * (1 - 2 ** -0.5), 0.0])
     assert distill.student_learning_rate(dict(config, student_lr_schedule="constant"), 3, 4) == 4e-5
@@ -507,3 +511,63 @@ def test_a_v_head_makes_an_eps_teachers_student_a_unet_v_student(checkpoints, tm
 def test_a_v_head_needs_an_eps_teacher(checkpoints, tmp_path, capsys):
     assert run_in_process(checkpoints, tmp_path, backbone=str(checkpoints / "teacher-dit.pt"), student_head="v") == 2
     assert "student_head v needs a unet-eps teacher" in capsys.readouterr().err
+
+
+def test_a_warm_step_regresses_the_one_step_student_onto_the_teacher_samples(checkpoints, tmp_path):
+    run, settings = distillation(checkpoints, tmp_path, warm_start_steps=1, warm_start_lr=1e-3)
+    for group in run.student_optimizer.param_groups:  # as run() sets it
+        group["lr"] = distill.student_learning_rate(settings, 0, settings["steps"])
+    states, empty = prompt_states(checkpoints)
+    torch.manual_seed(1)
+    noise, latents = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    teacher_before = {name: value.clone() for name, value in run.teacher.state_dict().items()}
+    adapters_before = {name: value.clone() for name, value in run.adapters.state_dict().items()}
+    with torch.no_grad():  # the student starts as the teacher
+        expected = torch.nn.functional.mse_loss(diffusion.one_step_generate(run.teacher, noise, states), latents)
+    losses = [run.warm_step(noise, states, latents, empty)["loss_regression"] for _ in range(20)]
+    assert losses[0] == pytest.approx(expected.item(), rel=1e-5)
+    assert losses[-1] < 0.5 * losses[0]  # the same batch 20 times: the student fits it
+    assert all(torch.equal(value, teacher_before[name]) for name, value in run.teacher.state_dict().items())
+    assert not all(torch.equal(value, adapters_before[name]) for name, value in run.adapters.state_dict().items())
+
+
+def test_warm_start_pairs_are_the_teachers_ddim_samples_cached_per_teacher_seed_and_size(checkpoints, tmp_path,
+                                                                                         monkeypatch):
+    teacher = load_teacher(str(checkpoints / "teacher-unet-eps.pt"))
+    text_encoder = TextEncoder(str(checkpoints / "clip.pt"))
+    path = str(tmp_path / "pairs.pt")
+    pairs = warm_start.load_or_draw_pairs(path, teacher, text_encoder, 3, 5, "sha", save=True)
+    assert pairs.prompts == [shapes.sample_scene(3, i)[1] for i in range(5)]
+    expected = diffusion.ddim_sample(teacher, text_encoder(pairs.prompts[:2]), text_encoder.empty(),
+                                     warm_start.GUIDANCE, warm_start.DDIM_STEPS, noise=pairs.noise[:2])
+    assert torch.allclose(pairs.latents[:2], expected, atol=1e-5)
+    prompts, noise, latents = pairs.batch(3, 7, 0, 1, 4, "cpu")
+    again = pairs.batch(3, 7, 0, 1, 4, "cpu")
+    assert prompts == again[0] and torch.equal(noise, again[1]) and torch.equal(latents, again[2])
+    assert prompts != pairs.batch(3, 7, 1, 2, 4, "cpu")[0]  # another rank, another draw
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("the cached pairs should have been used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(warm_start, "draw_pairs", no_drawing)
+        cached = warm_start.load_or_draw_pairs(path, teacher, text_encoder, 3, 5, "sha", save=True)
+    assert torch.equal(cached.latents, pairs.latents) and cached.prompts == pairs.prompts
+    redrawn = warm_start.load_or_draw_pairs(path, teacher, text_encoder, 4, 5, "sha", save=False)
+    assert redrawn.prompts == [shapes.sample_scene(4, i)[1] for i in range(5)]
+
+
+def test_a_run_with_a_warm_start_regresses_first_then_distils_and_records_it(checkpoints, tmp_path):
+    config = {"student_lr": 4e-5, "warm_start_lr": 1e-4, "student_lr_schedule": "cosine"}
+    rates = [distill.student_learning_rate(dict(config, warm_start_steps=2), step, 4) for step in range(4)]
+    assert rates == pytest.approx([1e-4, 1e-4, 4e-5, 2e-5])  # the cosine runs over the VSD steps
+    assert run_in_process(checkpoints, tmp_path, steps=4, warm_start_steps=2, warm_start_pairs=6, **config) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    assert [("loss_regression" in r, "loss_student" in r, "kappa" in r) for r in records] == \
+        [(True, False, False)] * 2 + [(False, True, True)] * 2
+    pairs = load_checkpoint(str(tmp_path / "run" / "warm-start-pairs.pt"))
+    assert pairs["source"]["n"] == 6 and pairs["latents"].shape == pairs["noise"].shape == (6, 4, 16, 16)
+    groups = load_checkpoint(str(tmp_path / "run" / "ckpt.pt"))["optimizer"]["student"]["param_groups"]
+    assert [group["lr"] for group in groups] == [pytest.approx(rates[3])]
+    recipe = json.loads((tmp_path / "student" / "model.json").read_text())["training"]["recipe"]
+    assert (recipe["warm_start_steps"], recipe["warm_start_pairs"], recipe["warm_start_lr"]) == (2, 6, 1e-4)
