@@ -30,7 +30,6 @@ class TeacherPairs:
     prompts: list
     noise: torch.Tensor
     latents: torch.Tensor
-    source: dict  # the teacher's sha256, the seed and the size the pairs were drawn with
 
     def batch(self, seed: int, step: int, rank: int, world_size: int, batch_size: int, device):
         """One rank's regression batch at `step`: (prompts, noise, latents), a fixed draw of (seed, step, rank)."""
@@ -55,7 +54,7 @@ def draw_pairs(teacher, text_encoder, source: dict, progress=None) -> TeacherPai
                                              noise=noise[start:start + len(chunk)].to(text_encoder.device)).cpu())
         if progress:
             progress(start + len(chunk), n)
-    return TeacherPairs(prompts, noise, torch.cat(latents), source)
+    return TeacherPairs(prompts, noise, torch.cat(latents))
 
 
 def load_or_draw_pairs(path: str, teacher, text_encoder, seed: int, n: int, teacher_sha256: str, save: bool,
@@ -66,7 +65,7 @@ def load_or_draw_pairs(path: str, teacher, text_encoder, seed: int, n: int, teac
     if os.path.exists(path):
         cached = load_checkpoint(path)
         if cached["source"] == source:
-            return TeacherPairs(cached["prompts"], cached["noise"], cached["latents"], source)
+            return TeacherPairs(cached["prompts"], cached["noise"], cached["latents"])
     pairs = draw_pairs(teacher, text_encoder, source, progress)
     if save:
         save_checkpoint(path, prompts=pairs.prompts, noise=pairs.noise, latents=pairs.latents, source=source)
