@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from trainer import diffusion, eval_sets
+from trainer import cpu_threads, diffusion, eval_sets
 from trainer.models.vae import encode_images, load_vae
 from trainer.sample import TextEncoder, load_teacher
 
@@ -68,7 +68,7 @@ def main(argv):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    cpu_threads.use(args.threads)
 
     vae, scaling_factor = load_vae(args.vae)
     x0, text_states = held_out_set(args.n, TextEncoder(args.clip), vae, scaling_factor)

@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import diffusion, distributed, export, judge, package, shapes, warm_start
+from trainer import cpu_threads, diffusion, distributed, export, judge, package, shapes, warm_start
 from trainer.checkpoint import TrainingCheckpoints, config_changes, half_weights, load_checkpoint, save_checkpoint
 from trainer.configurator import ConfigError, configure
 from trainer.evaluate import StudentSampler
@@ -107,7 +107,7 @@ student_grad_clip = 1.0  # max gradient norm of the student
 eval_every = 200  # steps between FID evaluations (also after the last step); 0: only the final one
 eval_n = 256  # images of each FID evaluation (fid.FidReference)
 log_every = 10  # steps per progress line
-threads = 1  # torch.set_num_threads (1: faster than 2 on these 2 cores; trainer/README.md, Framework)
+threads = 1  # cpu_threads.use: torch and OpenBLAS (1: faster than 2 on these 2 cores; trainer/README.md, Framework)
 device = "auto"  # auto | cpu | cuda
 clip_path = "models/base/clip.pt"  # frozen text encoder (and FID features)
 vae_path = "models/base/vae.pt"  # decoder of the evaluation images and of the package
@@ -609,7 +609,7 @@ def log_message(text):
 
 
 def run(settings, out_dir: str) -> int:
-    torch.set_num_threads(settings["threads"])
+    cpu_threads.use(settings["threads"])
     dist_info = distributed.setup(settings["device"])
     device = dist_info.device
     teacher = load_teacher(settings["teacher_checkpoint"]["path"], device)

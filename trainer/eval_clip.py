@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from trainer import judge, shapes, train_clip
+from trainer import cpu_threads, judge, shapes, train_clip
 from trainer.checkpoint import load_checkpoint, write_artifact
 from trainer.clip_tokenizer import ClipTokenizer
 from trainer.configurator import configure_or_exit
@@ -100,7 +100,7 @@ def evaluate(clip, tokenizer, config):
 
 def main(argv):
     config = configure_or_exit(DEFAULTS, argv)
-    torch.set_num_threads(config["threads"])
+    cpu_threads.use(config["threads"])
     tokenizer = ClipTokenizer.from_dir(config["tokenizer_dir"])
     state = load_checkpoint(config["checkpoint"])
     clip = Clip(ClipArgs(**state["model_args"]))

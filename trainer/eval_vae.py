@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-from trainer import judge_accuracy, shapes, train_vae
+from trainer import cpu_threads, judge_accuracy, shapes, train_vae
 from trainer.checkpoint import load_checkpoint, write_artifact
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import AutoencoderKL, VaeArgs, decode_latents, encode_images
@@ -70,7 +70,7 @@ def evaluate(vae, scaling_factor, config):
 
 def main(argv):
     config = configure_or_exit(DEFAULTS, argv)
-    torch.set_num_threads(config["threads"])
+    cpu_threads.use(config["threads"])
     state = load_checkpoint(config["checkpoint"])
     vae = AutoencoderKL(VaeArgs(**state["model_args"]))
     vae.load_state_dict(state["model"])

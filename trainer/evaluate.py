@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from trainer import diffusion, eval_sets, judge, package
+from trainer import cpu_threads, diffusion, eval_sets, judge, package
 from trainer.checkpoint import load_checkpoint
 from trainer.eval_clip import embed_images, embed_texts
 from trainer.fid import FidReference
@@ -264,7 +264,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    cpu_threads.use(args.threads)
     if args.package:
         inputs = package_inputs(args.package)
         manifest = inputs["manifest"]

@@ -41,7 +41,7 @@ import onnx.numpy_helper
 import torch
 from torch import nn
 
-from trainer import diffusion, package
+from trainer import cpu_threads, diffusion, package
 from trainer.checkpoint import half_weights, load_checkpoint
 from trainer.clip_tokenizer import DEFAULT_DIR as TOKENIZER_DIR, ClipTokenizer, BOS, EOS
 from trainer.generator import Generator
@@ -501,7 +501,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    cpu_threads.use(args.threads)
     if args.random_init:
         models = random_models(args.random_init, args.tiny, args.seed, args.tokenizer)
     else:

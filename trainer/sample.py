@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from trainer import diffusion, eval_sets, judge, package
+from trainer import cpu_threads, diffusion, eval_sets, judge, package
 from trainer.checkpoint import half_weights, load_checkpoint
 from trainer.clip_tokenizer import DEFAULT_DIR, ClipTokenizer
 from trainer.models.clip import load_clip
@@ -191,7 +191,7 @@ def main(argv):
     parser.add_argument("--export", help="write the EMA teacher here (.pt + .json with the --eval metrics)")
     parser.add_argument("--json", help="write the --eval results here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    cpu_threads.use(args.threads)
     guidances = [float(g) for g in args.guidance.split(",")]
 
     model = load_teacher(args.ckpt, args.device)

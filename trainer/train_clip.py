@@ -20,7 +20,7 @@ import numpy as np
 
 import torch
 
-from trainer import distributed, judge, shapes
+from trainer import cpu_threads, distributed, judge, shapes
 from trainer.checkpoint import TrainingCheckpoints
 from trainer.clip_tokenizer import ClipTokenizer
 from trainer.configurator import configure_or_exit
@@ -34,7 +34,7 @@ out_dir = "runs/clip"  # ckpt.pt and progress.jsonl go here
 seed = 11  # shapes-world seed of the training stream (evaluation uses other seeds)
 torch_seed = 1337  # parameter init
 device = "auto"  # auto | cpu | cuda
-threads = 1  # torch.set_num_threads
+threads = 1  # cpu_threads.use: torch and OpenBLAS
 tokenizer_dir = "trainer/assets/tokenizer"  # vocab.json + merges.txt, relative to the repo root
 # model
 max_length = 32  # L, tokens per caption
@@ -142,7 +142,7 @@ def main(argv):
     config = configure_or_exit(DEFAULTS, argv)
     tokenizer = ClipTokenizer.from_dir(config["tokenizer_dir"])
     model_args = model_args_from(config, tokenizer)
-    torch.set_num_threads(config["threads"])
+    cpu_threads.use(config["threads"])
     dist_info = distributed.setup(config["device"])
     torch.manual_seed(config["torch_seed"])
 

@@ -27,7 +27,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from trainer import diffusion, distributed, package, shapes
+from trainer import cpu_threads, diffusion, distributed, package, shapes
 from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkpoint
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import encode_images, load_vae
@@ -46,7 +46,7 @@ dataset_size = 50000  # training samples, encoded once
 cache_dir = "runs/cache"  # encoded training sets, shared by the teachers
 torch_seed = 1337  # parameter init, then (plus the rank) the sample / timestep / noise stream
 device = "auto"  # auto | cpu | cuda
-threads = 1  # torch.set_num_threads (1: faster than 2 on these 2 cores; trainer/README.md, Framework)
+threads = 1  # cpu_threads.use: torch and OpenBLAS (1: faster than 2 on these 2 cores; trainer/README.md, Framework)
 # diffusion loss
 caption_dropout = 0.1  # fraction of captions replaced by "" (the CFG unconditional branch)
 min_snr_gamma = 5.0  # min-SNR-gamma loss weighting; 0: unweighted
@@ -203,7 +203,7 @@ def check_model_config(config) -> None:
 def main(argv):
     config = configure_or_exit(DEFAULTS, argv)
     check_model_config(config)
-    torch.set_num_threads(config["threads"])
+    cpu_threads.use(config["threads"])
     dist_info = distributed.setup(config["device"])
     device = dist_info.device
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import distributed, shapes
+from trainer import cpu_threads, distributed, shapes
 from trainer.checkpoint import TrainingCheckpoints
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import AutoencoderKL, VaeArgs, images_to_tensor
@@ -32,7 +32,7 @@ out_dir = "runs/vae"  # ckpt.pt and progress.jsonl go here
 seed = 1  # shapes-world seed of the training stream (evaluation uses other seeds)
 torch_seed = 1337  # parameter init and sampling noise
 device = "auto"  # auto | cpu | cuda
-threads = 1  # torch.set_num_threads
+threads = 1  # cpu_threads.use: torch and OpenBLAS
 channels_last = True  # NHWC activations: oneDNN's convolutions run about twice as fast that way on CPU
 # model
 downsample_factor = 4  # 64x64 -> 16x16 latents; must equal 2 ** (len(block_out_channels) - 1)
@@ -125,7 +125,7 @@ def psnr(vae, x):
 def main(argv):
     config = configure_or_exit(DEFAULTS, argv)
     model_args = model_args_from(config)
-    torch.set_num_threads(config["threads"])
+    cpu_threads.use(config["threads"])
     dist_info = distributed.setup(config["device"])
     torch.manual_seed(config["torch_seed"])
 

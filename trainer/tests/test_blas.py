@@ -1,4 +1,5 @@
-"""trainer/__init__.py picks OpenBLAS's AVX-512 kernels for every trainer command, unless the environment names some."""
+"""OpenBLAS in the trainer: trainer/__init__.py picks its AVX-512 kernels for every trainer command, unless the
+environment names some, and cpu_threads.use sets its thread count with torch's."""
 import os
 import subprocess
 import sys
@@ -22,3 +23,12 @@ def test_an_avx512_cpu_gets_the_skylakex_kernels_and_others_keep_openblas_choice
 
 def test_a_coretype_in_the_environment_wins():
     assert coretype_in_a_fresh_process(OPENBLAS_CORETYPE="Haswell") == "Haswell"
+
+
+def test_threads_reach_openblas_as_well_as_torch():
+    import torch
+    from trainer import cpu_threads
+
+    for count in (2, 1):
+        cpu_threads.use(count)
+        assert (torch.get_num_threads(), cpu_threads.openblas_count()) == (count, count)
