@@ -10,9 +10,12 @@ import torch
 
 
 def _loaded_openblas():
-    """The OpenBLAS library this process has loaded (torch loads it), or None."""
-    with open("/proc/self/maps") as maps:
-        paths = sorted({line.split()[-1] for line in maps if "libopenblas" in line})
+    """The OpenBLAS library this process has loaded (torch loads it), or None (also where /proc is not Linux's)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "libopenblas" in line})
+    except OSError:
+        return None
     return ctypes.CDLL(paths[0]) if paths else None
 
 
