@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import torch
+
+from trainer import cpu_threads
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROBE = "import os, trainer; print(os.environ.get('OPENBLAS_CORETYPE'))"
 
@@ -26,9 +30,6 @@ def test_a_coretype_in_the_environment_wins():
 
 
 def test_threads_reach_openblas_as_well_as_torch():
-    import torch
-    from trainer import cpu_threads
-
     for count in (2, 1):
         cpu_threads.use(count)
         assert (torch.get_num_threads(), cpu_threads.openblas_count()) == (count, count)
