@@ -32,9 +32,10 @@ negative at 0, exactly the plain student), and both teachers' CFG takes the nega
 branch. The LoRA teacher still learns the student's samples given the caption alone (as in VSD without NASA); its
 CFG reads the negative the way the frozen teacher's does, so the two stay comparable.
 
-init_from continues an earlier distillation of the same teacher (another recipe, e.g. with NASA-T): its student and
-LoRA teacher start the run, with fresh optimizers and the step count at 0; student.pt and model.json record that
-run's lineage (init) and total_steps.
+init_from continues an earlier distillation of the same teacher (another recipe, e.g. with NASA-T): its checkpoint's
+student and LoRA teacher start the run, or, from a student (<run_dir>/student.pt, models/students/<id>.pt), that
+student with a fresh LoRA teacher (zero, the frozen teacher, as in any run's start); fresh optimizers and the step
+count at 0; student.pt and model.json record that run's lineage (init) and total_steps.
 
 student_head v (unet-eps teachers only): the student's output is read as v instead of eps. An eps student's image at
 t = 999 is x0 = (z - sqrt(1 - alpha_bar_T) eps) / sqrt(alpha_bar_T), 14.6x its output's error; a v student's is
@@ -118,7 +119,7 @@ keep = "last"  # last | best: the student exported, the last step's or the lowes
 write_package = True  # write the model package into --out at the end (false: student.pt only, where ONNX export is off)
 student_head = ""  # "" = the teacher's parameterization; v: a unet-eps teacher's student reads its output as v
 init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, same lora_rank): its student and LoRA start
-#   this run (fresh optimizers, step 0); "" = both start as the teacher
+#   this run (fresh optimizers, step 0); or its student.pt: that student, LoRA fresh; "" = both start as the teacher
 warm_start_steps = 0  # the first steps regress the student onto teacher samples instead of VSD (trainer/warm_start.py)
 warm_start_pairs = 1024  # teacher samples (25-step DDIM + CFG 4.5) the warm start regresses onto
 warm_start_lr = 1e-5  # the student's learning rate in the warm start
@@ -253,23 +254,38 @@ def validate(config, out_dir: str) -> dict:
 
 
 def check_init_from(path: str, settings) -> None:
-    """init_from must be a distillation checkpoint of the same teacher with LoRA of the same rank."""
+    """init_from must be a distillation of the same teacher with the same student head: its checkpoint (with LoRA of
+    the same rank) or its student."""
     _check(os.path.isfile(path), f"init_from: no checkpoint at {path}")
     try:
-        config = load_checkpoint(path)["config"]
+        checkpoint = load_checkpoint(path)
+        config = checkpoint["config"]
         teacher, rank = config["teacher_checkpoint"]["sha256"], config["lora_rank"]
-    except Exception as error:  # a teacher checkpoint, a student.pt, an unreadable file: a bad job
-        raise ConfigError(f"init_from: {path} is not a distillation checkpoint (<run_dir>/ckpt.pt): {error!r}") \
+    except Exception as error:  # a teacher checkpoint, an unreadable file: a bad job
+        raise ConfigError(f"init_from: {path} is not a distillation (<run_dir>/ckpt.pt or a student.pt): {error!r}") \
             from None
     _check(teacher == settings["teacher_checkpoint"]["sha256"],
            f"init_from: {path} distilled another teacher than {settings['teacher_checkpoint']['path']}")
-    _check(rank == settings["lora_rank"], f"init_from: {path} has LoRA rank {rank}, this run {settings['lora_rank']}")
+    head = config.get("student_head", "")
+    _check(head == settings["student_head"],
+           f"init_from: {path} has student_head {head!r}, this run {settings['student_head']!r}")
+    _check(not holds_lora(checkpoint) or rank == settings["lora_rank"],
+           f"init_from: {path} has LoRA rank {rank}, this run {settings['lora_rank']}")
+
+
+def holds_lora(checkpoint: dict) -> bool:
+    """A training checkpoint (<run_dir>/ckpt.pt: student, LoRA and optimizers) rather than a student.pt."""
+    return "optimizer" in checkpoint
 
 
 def start_from_distillation(path: str, weights: nn.Module) -> dict:
-    """Load the student and LoRA weights of the distillation checkpoint at `path`; its lineage entry."""
+    """Load the distillation at `path` into the run (a checkpoint's student and LoRA weights, or a student's weights,
+    the LoRA left as initialised); its lineage entry."""
     checkpoint = load_checkpoint(path)
-    weights.load_state_dict(checkpoint["model"])
+    if holds_lora(checkpoint):
+        weights.load_state_dict(checkpoint["model"])
+    else:
+        weights.student.load_state_dict(checkpoint["model"])  # float16 as stored, into the float32 student
     return package.lineage_entry(path, checkpoint)
 
 

@@ -479,12 +479,28 @@ def test_init_from_continues_an_earlier_run_with_another_recipe_and_records_its_
     assert training["recipe"]["init_from"] == str(earlier)
 
 
+def test_init_from_a_student_starts_that_student_with_a_fresh_lora_teacher(checkpoints, tmp_path, uninterrupted):
+    earlier = uninterrupted / "run" / "student.pt"
+    continued, _ = distillation(checkpoints, tmp_path, init_from=str(earlier))
+    fresh = {name: value.clone() for name, value in continued.weights.lora.state_dict().items()}
+    lineage = distill.start_from_distillation(str(earlier), continued.weights)
+    saved = load_checkpoint(str(earlier))["model"]
+    assert all(torch.equal(value, saved[name].float()) for name, value in continued.student.state_dict().items())
+    assert all(torch.equal(value, fresh[name]) for name, value in continued.weights.lora.state_dict().items())
+    assert (lineage["steps"], lineage["init"]) == (30, None)
+
+    assert run_in_process(checkpoints, tmp_path, steps=2, init_from=str(earlier), lora_rank=8) == 0  # any rank
+    training = json.loads((tmp_path / "student" / "model.json").read_text())["training"]
+    assert (training["steps"], training["total_steps"], training["init"]["path"]) == (2, 32, str(earlier))
+
+
 def test_init_from_must_be_a_distillation_of_the_same_teacher_and_lora_rank(checkpoints, tmp_path, uninterrupted,
                                                                              capsys):
     earlier = str(uninterrupted / "run" / "ckpt.pt")
     for values, message in (({"init_from": str(tmp_path / "missing.pt")}, "init_from: no checkpoint at"),
                             ({"init_from": str(checkpoints / "teacher-unet-eps.pt")}, "is not a distillation"),
                             ({"init_from": earlier, "lora_rank": 8}, "has LoRA rank 16, this run 8"),
+                            ({"init_from": earlier, "student_head": "v"}, "has student_head '', this run 'v'"),
                             ({"init_from": earlier, "backbone": str(checkpoints / "teacher-unet-v.pt")},
                              "distilled another teacher than")):
         assert run_in_process(checkpoints, tmp_path, **values) == 2
