@@ -118,8 +118,8 @@ time_budget_s = 0  # > 0: lower `steps` (once, after 50 steps) so that the run e
 keep = "last"  # last | best: the student exported, the last step's or the lowest-FID probe's (VSD can drift late)
 write_package = True  # write the model package into --out at the end (false: student.pt only, where ONNX export is off)
 student_head = ""  # "" = the teacher's parameterization; v: a unet-eps teacher's student reads its output as v
-init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, same lora_rank): its student and LoRA start
-#   this run (fresh optimizers, step 0); or its student.pt: that student, LoRA fresh; "" = both start as the teacher
+init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, student_head, lora_rank): its student and
+#   LoRA start this run (fresh optimizers, step 0); or its student.pt: that student, LoRA fresh; "" = as the teacher
 warm_start_steps = 0  # the first steps regress the student onto teacher samples instead of VSD (trainer/warm_start.py)
 warm_start_pairs = 1024  # teacher samples (25-step DDIM + CFG 4.5) the warm start regresses onto
 warm_start_lr = 1e-5  # the student's learning rate in the warm start

@@ -494,8 +494,8 @@ def test_init_from_a_student_starts_that_student_with_a_fresh_lora_teacher(check
     assert (training["steps"], training["total_steps"], training["init"]["path"]) == (2, 32, str(earlier))
 
 
-def test_init_from_must_be_a_distillation_of_the_same_teacher_and_lora_rank(checkpoints, tmp_path, uninterrupted,
-                                                                             capsys):
+def test_init_from_must_be_a_distillation_of_the_same_teacher_head_and_lora_rank(checkpoints, tmp_path,
+                                                                                  uninterrupted, capsys):
     earlier = str(uninterrupted / "run" / "ckpt.pt")
     for values, message in (({"init_from": str(tmp_path / "missing.pt")}, "init_from: no checkpoint at"),
                             ({"init_from": str(checkpoints / "teacher-unet-eps.pt")}, "is not a distillation"),
