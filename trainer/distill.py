@@ -36,6 +36,10 @@ init_from continues an earlier distillation of the same teacher (another recipe,
 student and LoRA teacher start the run, or, from a student (<run_dir>/student.pt, models/students/<id>.pt), that
 student with a fresh LoRA teacher (zero, the frozen teacher, as in any run's start); fresh optimizers and the step
 count at 0; student.pt and model.json record that run's lineage (init) and total_steps.
+lora_warmup_steps: the first steps train the LoRA teacher alone (its lora_steps per step, on samples of the student,
+which rests), so that a student started with a fresh LoRA teacher is not first pushed along the teacher's CFG
+direction alone (what VSD's gradient is while the LoRA teacher is the frozen teacher); not with the warm start, which
+trains the LoRA teacher alongside already. Its progress lines carry loss_lora alone.
 
 student_head v (unet-eps teachers only): the student's output is read as v instead of eps. An eps student's image at
 t = 999 is x0 = (z - sqrt(1 - alpha_bar_T) eps) / sqrt(alpha_bar_T), 14.6x its output's error; a v student's is
@@ -123,6 +127,8 @@ init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, stu
 warm_start_steps = 0  # the first steps regress the student onto teacher samples instead of VSD (trainer/warm_start.py)
 warm_start_pairs = 1024  # teacher samples (25-step DDIM + CFG 4.5) the warm start regresses onto
 warm_start_lr = 1e-5  # the student's learning rate in the warm start
+lora_warmup_steps = 0  # the first steps train the LoRA teacher alone, on samples of the resting student (init_from a
+#   student.pt, whose LoRA starts fresh: at zero the VSD gradient is the teacher's CFG direction alone)
 nasa_training_scale = 0.0  # NASA-T: alpha ~ U(0, this) per step with training negative prompts; 0: off
 nasa_default_scale = 0.0  # the package's nasa block
 nasa_max_scale = 1.0
@@ -209,7 +215,7 @@ def validate(config, out_dir: str) -> dict:
                            ("eval_every", 0, 10 ** 7), ("eval_n", 2, 100000), ("log_every", 1, 10 ** 6),
                            ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6),
                            ("time_budget_s", 0, 10 ** 7), ("warm_start_steps", 0, config["steps"] - 1),
-                           ("warm_start_pairs", 1, 10 ** 6)):
+                           ("warm_start_pairs", 1, 10 ** 6), ("lora_warmup_steps", 0, config["steps"] - 1)):
         _check(low <= config[key] <= high, f"{key} must be in [{low}, {high}], got {config[key]}")
     for key in ("student_lr", "lora_lr", "warm_start_lr", "lora_alpha", "student_grad_clip"):
         _check(math.isfinite(config[key]) and 0.0 < config[key] <= (1.0 if key.endswith("lr") else 1e6),
@@ -247,6 +253,8 @@ def validate(config, out_dir: str) -> dict:
     settings["guidance_mode"] = settings["guidance"]["mode"]
     _check(not (config["init_from"] and config["warm_start_steps"]),
            "warm_start_steps starts a student from its teacher; init_from continues a distilled one: not both")
+    _check(not (config["lora_warmup_steps"] and config["warm_start_steps"]),
+           "the warm start trains the LoRA teacher alongside the student already; lora_warmup_steps: not both")
     if config["init_from"]:
         check_init_from(config["init_from"], settings)
     check_resumable(settings)
@@ -313,16 +321,21 @@ def parse_command_line(argv):
 # ----------------------------------------------------------------------------- the method
 
 
+def vsd_start(config) -> int:
+    """The run's first VSD step: after the warm start or the LoRA warm-up (at most one of them is set)."""
+    return config["warm_start_steps"] + config["lora_warmup_steps"]
+
+
 def student_learning_rate(config, step: int, total: int) -> float:
     """The student's learning rate for step `step` (0-based) of `total`: warm_start_lr in the warm start, then
     student_lr, or under the cosine schedule student_lr * (1 + cos(pi * k / K)) / 2 at VSD step k of K, a function of
-    the step alone, so the same after a resume."""
-    warm = config["warm_start_steps"]
-    if step < warm:
+    the step alone, so the same after a resume (in a LoRA warm-up the student rests: the first VSD step's)."""
+    if step < config["warm_start_steps"]:
         return config["warm_start_lr"]
     if config["student_lr_schedule"] == "constant":
         return config["student_lr"]
-    return config["student_lr"] * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / (total - warm)))
+    first = vsd_start(config)
+    return config["student_lr"] * 0.5 * (1.0 + math.cos(math.pi * max(step - first, 0) / (total - first)))
 
 
 def guidance_scales(guidance: dict, seed: int, step: int):
@@ -500,6 +513,15 @@ class Distillation:
                                                                                          empty_states, ()),
                 "student_grad_norm": grad_norm}
 
+    def lora_warmup_step(self, text_states, empty_states) -> dict:
+        """One LoRA warm-up step: the LoRA steps of a VSD step on samples of the student, which does not move."""
+        args = self.student.args
+        noise = torch.randn(text_states.shape[0], args.in_channels, args.sample_size, args.sample_size,
+                            device=text_states.device)
+        with torch.no_grad():
+            x0 = self.student_forward(noise, text_states)
+        return {"loss_lora": self.lora_steps(x0, noise, text_states, empty_states, ())}
+
     def student_update(self, loss) -> float:
         """One clipped optimizer step of the student on `loss`; the gradient norm before clipping."""
         self.student_optimizer.zero_grad(set_to_none=True)
@@ -656,8 +678,8 @@ def run(settings, out_dir: str) -> int:
                     f"({sum(p.numel() for p in distillation.adapters.parameters()) / 1e6:.3f}M), world size "
                     f"{dist_info.world_size}, device {device}, run dir {settings['run_dir']}")
 
-    # the budget's clock includes the warm start; its seconds per step are measured on VSD steps
-    budget = TimeBudget(settings["time_budget_s"], max(step, settings["warm_start_steps"]),
+    # the budget's clock includes the warm start or LoRA warm-up; its seconds per step are measured on VSD steps
+    budget = TimeBudget(settings["time_budget_s"], max(step, vsd_start(settings)),
                         agree=lambda total: round(distributed.all_reduce_mean(total, dist_info)))
     pairs = None
     if step < settings["warm_start_steps"]:
@@ -676,6 +698,9 @@ def run(settings, out_dir: str) -> int:
             prompts, noise, latents = pairs.batch(settings["seed"], step, dist_info.rank, dist_info.world_size,
                                                   settings["batch_size"], device)
             losses, scales = distillation.warm_step(noise, text_encoder(prompts), latents, empty_states), {}
+        elif step < settings["lora_warmup_steps"]:
+            prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
+            losses, scales = distillation.lora_warmup_step(text_encoder(prompts), empty_states), {}
         else:
             losses, scales = vsd_step(distillation, settings, text_encoder, empty_states, step, dist_info)
         for key, value in losses.items():

@@ -275,6 +275,8 @@ BAD_CONFIGS = [
     ({"warm_start_steps": 1, "warm_start_pairs": 0}, "warm_start_pairs must be in"),
     ({"warm_start_lr": 0}, "warm_start_lr must be positive"),
     ({"warm_start_steps": 1, "init_from": "runs/earlier/ckpt.pt"}, "init_from continues a distilled one: not both"),
+    ({"lora_warmup_steps": 4}, "lora_warmup_steps must be in [0, 3]"),
+    ({"lora_warmup_steps": 1, "warm_start_steps": 1}, "lora_warmup_steps: not both"),
 ]
 
 
@@ -452,7 +454,7 @@ def test_keep_best_exports_the_student_of_the_lowest_fid_probe(checkpoints, tmp_
 
 def test_the_cosine_schedule_decays_the_student_lr_to_zero_over_the_run_and_leaves_the_lora_lr(checkpoints,
                                                                                                tmp_path):
-    config = {"student_lr": 4e-5, "student_lr_schedule": "cosine", "warm_start_steps": 0}
+    config = {"student_lr": 4e-5, "student_lr_schedule": "cosine", "warm_start_steps": 0, "lora_warmup_steps": 0}
     rates = [distill.student_learning_rate(config, step, 4) for step in range(5)]
     assert rates == pytest.approx([4e-5, 2e-5 * (1 + 2 ** -0.5), 2e-5, 2e-5 * (1 - 2 ** -0.5), 0.0])
     assert distill.student_learning_rate(dict(config, student_lr_schedule="constant"), 3, 4) == 4e-5
@@ -492,6 +494,28 @@ def test_init_from_a_student_starts_that_student_with_a_fresh_lora_teacher(check
     assert run_in_process(checkpoints, tmp_path, steps=2, init_from=str(earlier), lora_rank=8) == 0  # any rank
     training = json.loads((tmp_path / "student" / "model.json").read_text())["training"]
     assert (training["steps"], training["total_steps"], training["init"]["path"]) == (2, 32, str(earlier))
+
+
+def test_a_lora_warmup_trains_the_lora_teacher_alone_on_the_resting_student_then_distils(checkpoints, tmp_path,
+                                                                                         uninterrupted):
+    earlier = str(uninterrupted / "run" / "student.pt")
+    run, _ = distillation(checkpoints, tmp_path, init_from=earlier, lora_warmup_steps=1)
+    distill.start_from_distillation(earlier, run.weights)
+    student, lora = ({k: v.clone() for k, v in m.state_dict().items()} for m in (run.student, run.adapters))
+    states, empty = prompt_states(checkpoints)
+    losses = run.lora_warmup_step(states, empty)
+    assert set(losses) == {"loss_lora"} and losses["loss_lora"] > 0
+    assert all(torch.equal(v, run.student.state_dict()[k]) for k, v in student.items())
+    assert any(not torch.equal(v, run.adapters.state_dict()[k]) for k, v in lora.items())
+
+    config = {"student_lr": 4e-5, "student_lr_schedule": "cosine", "warm_start_steps": 0, "lora_warmup_steps": 2}
+    rates = [distill.student_learning_rate(config, step, 4) for step in range(4)]
+    assert rates == pytest.approx([4e-5, 4e-5, 4e-5, 2e-5])  # the cosine runs over the VSD steps
+    assert run_in_process(checkpoints, tmp_path, steps=4, init_from=earlier, log_every=1, **config) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    assert [("loss_lora" in r, "loss_student" in r, "kappa" in r) for r in records] == \
+        [(True, False, False)] * 2 + [(True, True, True)] * 2
+    assert json.loads((tmp_path / "student" / "model.json").read_text())["training"]["recipe"]["lora_warmup_steps"] == 2
 
 
 def test_init_from_must_be_a_distillation_of_the_same_teacher_head_and_lora_rank(checkpoints, tmp_path,
@@ -574,7 +598,7 @@ def test_warm_start_pairs_are_the_teachers_ddim_samples_cached_per_teacher_seed_
 
 
 def test_a_run_with_a_warm_start_regresses_first_then_distils_and_records_it(checkpoints, tmp_path):
-    config = {"student_lr": 4e-5, "warm_start_lr": 1e-4, "student_lr_schedule": "cosine"}
+    config = {"student_lr": 4e-5, "warm_start_lr": 1e-4, "student_lr_schedule": "cosine", "lora_warmup_steps": 0}
     rates = [distill.student_learning_rate(dict(config, warm_start_steps=2), step, 4) for step in range(4)]
     assert rates == pytest.approx([1e-4, 1e-4, 4e-5, 2e-5])  # the cosine runs over the VSD steps
     assert run_in_process(checkpoints, tmp_path, steps=4, warm_start_steps=2, warm_start_pairs=6, **config) == 0
