@@ -485,9 +485,8 @@ class Distillation:
         negative_states (B, L, D), the student's NASA negative at nasa_scale (B,) and both teachers' unconditional
         branch (a row without a negative prompt holds "" at scale 0)."""
         batch, device = text_states.shape[0], text_states.device
-        args = self.student.args
         negative = () if negative_states is None else (negative_states, nasa_scale)
-        noise = torch.randn(batch, args.in_channels, args.sample_size, args.sample_size, device=device)
+        noise = self.student_noise(text_states)
         x0 = self.student_forward(noise, text_states, *negative)  # (B, C, h, w), with gradient
         t = torch.randint(STUDENT_T_RANGE[0], STUDENT_T_RANGE[1] + 1, (batch,), device=device)
         with torch.no_grad():
@@ -515,12 +514,16 @@ class Distillation:
 
     def lora_warmup_step(self, text_states, empty_states) -> dict:
         """One LoRA warm-up step: the LoRA steps of a VSD step on samples of the student, which does not move."""
-        args = self.student.args
-        noise = torch.randn(text_states.shape[0], args.in_channels, args.sample_size, args.sample_size,
-                            device=text_states.device)
+        noise = self.student_noise(text_states)
         with torch.no_grad():
             x0 = self.student_forward(noise, text_states)
         return {"loss_lora": self.lora_steps(x0, noise, text_states, empty_states, ())}
+
+    def student_noise(self, text_states):
+        """The student's input noise z (B, C, h, w) for text_states (B, L, D)."""
+        args = self.student.args
+        return torch.randn(text_states.shape[0], args.in_channels, args.sample_size, args.sample_size,
+                           device=text_states.device)
 
     def student_update(self, loss) -> float:
         """One clipped optimizer step of the student on `loss`; the gradient norm before clipping."""
