@@ -36,6 +36,10 @@ init_from continues an earlier distillation of the same teacher (another recipe,
 student and LoRA teacher start the run, or, from a student (<run_dir>/student.pt, models/students/<id>.pt), that
 student with a fresh LoRA teacher (zero, the frozen teacher, as in any run's start); fresh optimizers and the step
 count at 0; student.pt and model.json record that run's lineage (init) and total_steps.
+regression_weight > 0: every VSD step also regresses the student onto a batch of the warm start's teacher samples
+(warm_start_pairs of them, drawn once), loss = VSD + regression_weight * MSE (DMD's regression loss, Yin et al. 2024,
+kept for the whole run rather than only as a warm start: it ties each noise to the teacher's own image for it, which
+the distribution-matching gradient alone does not, and so guards against mode collapse).
 lora_warmup_steps: the first steps train the LoRA teacher alone (its lora_steps per step, on samples of the student,
 which rests), so that a student started with a fresh LoRA teacher is not first pushed along the teacher's CFG
 direction alone (what VSD's gradient is while the LoRA teacher is the frozen teacher); not with the warm start, which
@@ -127,6 +131,7 @@ init_from = ""  # an earlier distillation's <run_dir>/ckpt.pt (same teacher, stu
 warm_start_steps = 0  # the first steps regress the student onto teacher samples instead of VSD (trainer/warm_start.py)
 warm_start_pairs = 1024  # teacher samples (25-step DDIM + CFG 4.5) the warm start regresses onto
 warm_start_lr = 1e-5  # the student's learning rate in the warm start
+regression_weight = 0.0  # > 0: every VSD step adds this times the warm start's regression loss (DMD's combined loss)
 lora_warmup_steps = 0  # the first steps train the LoRA teacher alone, on samples of the resting student (init_from a
 #   student.pt, whose LoRA starts fresh: at zero the VSD gradient is the teacher's CFG direction alone)
 nasa_training_scale = 0.0  # NASA-T: alpha ~ U(0, this) per step with training negative prompts; 0: off
@@ -217,6 +222,8 @@ def validate(config, out_dir: str) -> dict:
                            ("time_budget_s", 0, 10 ** 7), ("warm_start_steps", 0, config["steps"] - 1),
                            ("warm_start_pairs", 1, 10 ** 6), ("lora_warmup_steps", 0, config["steps"] - 1)):
         _check(low <= config[key] <= high, f"{key} must be in [{low}, {high}], got {config[key]}")
+    _check(_number(config["regression_weight"]) and 0.0 <= config["regression_weight"] <= 1e6,
+           f"regression_weight must be in [0, 1e6], got {config['regression_weight']}")
     for key in ("student_lr", "lora_lr", "warm_start_lr", "lora_alpha", "student_grad_clip"):
         _check(math.isfinite(config[key]) and 0.0 < config[key] <= (1.0 if key.endswith("lr") else 1e6),
                f"{key} must be positive{' and at most 1' if key.endswith('lr') else ''}, got {config[key]}")
@@ -479,11 +486,12 @@ class Distillation:
         self.lora_loss = distributed.wrap(self.lora_loss, self.dist_info)
 
     def step(self, text_states, empty_states, kappa_teacher: float, kappa_lora: float, negative_states=None,
-             nasa_scale=None) -> dict:
+             nasa_scale=None, regression=None) -> dict:
         """One student step, then lora_steps LoRA steps on the student's samples (the first on this step's, the next
         on fresh ones of the updated student). text_states (B, L, D), empty_states (1, L, D). NASA-T:
         negative_states (B, L, D), the student's NASA negative at nasa_scale (B,) and both teachers' unconditional
-        branch (a row without a negative prompt holds "" at scale 0)."""
+        branch (a row without a negative prompt holds "" at scale 0). regression: (noise, text_states, latents) of
+        teacher samples, whose MSE to the student's images, times regression_weight, joins the student's loss."""
         batch, device = text_states.shape[0], text_states.device
         negative = () if negative_states is None else (negative_states, nasa_scale)
         noise = self.student_noise(text_states)
@@ -496,10 +504,21 @@ class Distillation:
             eps_lora = guided_eps(self.lora_teacher, x_t, t, text_states, uncond, kappa_lora)
             grad = vsd_gradient(eps_teacher, eps_lora, t)
         student_loss = 0.5 * F.mse_loss(x0, (x0 - grad).detach())
-        grad_norm = self.student_update(student_loss)  # then the LoRA teacher, on the same samples
-        return {"loss_student": student_loss.item(), "loss_lora": self.lora_steps(x0, noise, text_states,
-                                                                                   empty_states, negative),
+        extra = {}
+        if regression is not None:
+            regression_loss = self.regression_loss(*regression)
+            extra["loss_regression"] = regression_loss.item()
+            grad_norm = self.student_update(student_loss + self.config["regression_weight"] * regression_loss)
+        else:
+            grad_norm = self.student_update(student_loss)  # then the LoRA teacher, on the same samples
+        return {"loss_student": student_loss.item(), **extra,
+                "loss_lora": self.lora_steps(x0, noise, text_states, empty_states, negative),
                 "student_grad_norm": grad_norm}
+
+    def regression_loss(self, noise, text_states, latents):
+        """MSE of the student's images from `noise` (B, C, h, w) and text_states (B, L, D) to the teacher's samples
+        `latents` for the same noise and prompts."""
+        return F.mse_loss(self.student_forward(noise, text_states), latents)
 
     def warm_step(self, noise, text_states, latents, empty_states) -> dict:
         """One warm-start step: the student's MSE to the teacher's samples `latents` from `noise` (B, C, h, w) and
@@ -631,8 +650,9 @@ def export_student(settings, student_path: str, out_dir: str) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
-def vsd_step(distillation, settings, text_encoder, empty_states, step: int, dist_info):
-    """One VSD step on the step's training prompts: (losses, the step's kappas and NASA-T alpha for the log)."""
+def vsd_step(distillation, settings, text_encoder, empty_states, step: int, dist_info, pairs=None):
+    """One VSD step on the step's training prompts (and, with regression_weight, a batch of the teacher `pairs`):
+    (losses, the step's kappas and NASA-T alpha for the log)."""
     prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
     kappa_teacher, kappa_lora = guidance_scales(settings["guidance"], settings["seed"], step)
     scales, nasa = {"kappa": kappa_teacher, "kappa_lora": kappa_lora}, {}
@@ -640,7 +660,13 @@ def vsd_step(distillation, settings, text_encoder, empty_states, step: int, dist
         negatives = step_negatives(settings["seed"], step, dist_info.rank, dist_info.world_size, prompts)
         scales["nasa_alpha"] = nasa_training_alpha(settings["nasa_training_scale"], settings["seed"], step)
         nasa = nasa_inputs(text_encoder, negatives, empty_states, scales["nasa_alpha"])
-    losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora, **nasa)
+    regression = None
+    if settings["regression_weight"]:
+        pair_prompts, noise, latents = pairs.batch(settings["seed"], step, dist_info.rank, dist_info.world_size,
+                                                   settings["batch_size"], empty_states.device)
+        regression = (noise, text_encoder(pair_prompts), latents)
+    losses = distillation.step(text_encoder(prompts), empty_states, kappa_teacher, kappa_lora, **nasa,
+                               regression=regression)
     return losses, scales
 
 
@@ -685,7 +711,7 @@ def run(settings, out_dir: str) -> int:
     budget = TimeBudget(settings["time_budget_s"], max(step, vsd_start(settings)),
                         agree=lambda total: round(distributed.all_reduce_mean(total, dist_info)))
     pairs = None
-    if step < settings["warm_start_steps"]:
+    if step < settings["warm_start_steps"] or settings["regression_weight"]:
         progress = (lambda done, n: log_message(f"warm start: teacher samples {done}/{n}")) if dist_info.is_master \
             else None
         pairs = warm_start.load_or_draw_pairs(
@@ -705,7 +731,7 @@ def run(settings, out_dir: str) -> int:
             prompts = step_prompts(settings["seed"], step, dist_info.rank, dist_info.world_size, settings["batch_size"])
             losses, scales = distillation.lora_warmup_step(text_encoder(prompts), empty_states), {}
         else:
-            losses, scales = vsd_step(distillation, settings, text_encoder, empty_states, step, dist_info)
+            losses, scales = vsd_step(distillation, settings, text_encoder, empty_states, step, dist_info, pairs)
         for key, value in losses.items():
             if key.startswith("loss_") and not math.isfinite(value):
                 raise DistillError(f"{key} is {value} at step {step + 1}: stopping (lower student_lr or "

@@ -10,7 +10,9 @@ checkpoints' bytes. The encoders are frozen, so this is what encoding every batc
 spending most of each step on it; the three teachers share one cache. Each step draws batch_size random samples.
 
 Loss: 10% of captions dropped to "" (for CFG), t ~ U{0..999}, MSE on the backbone's own target (eps or v) with
-min-SNR-gamma weights. AdamW with warmup + cosine decay, gradient clipping, an EMA of the weights (what sampling,
+min-SNR-gamma weights. regress_onto names a trained teacher (any backbone): the target is then that teacher's
+prediction at the same (x_t, t, text), converted to this backbone's parameterization, instead of the data's own
+(knowledge distillation of the denoiser: a deterministic target, the same for both CFG branches). AdamW with warmup + cosine decay, gradient clipping, an EMA of the weights (what sampling,
 evaluation and export use). Resumes from <out_dir>/ckpt.pt (weights + EMA + optimizer + RNG); saves every
 checkpoint_every_s seconds, at the end and on SIGTERM. init_from continues an earlier teacher (same backbone and
 model args, or the same plus long skips) with a fresh optimizer and schedule; the checkpoint and the exported record
@@ -32,7 +34,7 @@ from trainer.checkpoint import TrainingCheckpoints, load_checkpoint, save_checkp
 from trainer.configurator import configure_or_exit
 from trainer.models.vae import encode_images, load_vae
 from trainer.progress import ProgressLog, TimeBudget, cosine_lr
-from trainer.sample import BACKBONES, TextEncoder, build_backbone, ema_weights, evaluate_alignment
+from trainer.sample import BACKBONES, TextEncoder, build_backbone, ema_weights, evaluate_alignment, load_teacher
 
 # -----------------------------------------------------------------------------
 # defaults (trainer/configs/teacher-*.json hold what differs; --key=value overrides)
@@ -67,6 +69,7 @@ eval_guidance = 5.0  # CFG scale of the evaluation
 checkpoint_every_s = 120  # seconds between checkpoints
 time_budget_s = 0  # > 0: lower max_steps (once, after 50 steps) so that the run ends within this many seconds
 init_from = ""  # a trained teacher (models/base/teacher-*.pt or a ckpt.pt) whose EMA weights start a fresh run
+regress_onto = ""  # a trained teacher whose predictions are the targets instead of the data's noise; "" = data
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if k.islower() and not k.startswith("_") and isinstance(v, (int, float, str, list, dict))}
 # -----------------------------------------------------------------------------
@@ -95,16 +98,23 @@ class TeacherWeights(nn.Module):
 
 
 class DenoisingLoss(nn.Module):
-    """One training forward: noise the latents, predict, min-SNR-weighted MSE on the target. What DDP wraps."""
+    """One training forward: noise the latents, predict, min-SNR-weighted MSE on the target. What DDP wraps.
+    target_model (frozen): its prediction at x_t, as (x0, eps), makes the target instead of (x0, noise)."""
 
-    def __init__(self, model: nn.Module, min_snr_gamma: float):
+    def __init__(self, model: nn.Module, min_snr_gamma: float, target_model: nn.Module = None):
         super().__init__()
         self.model = model
         self.parameterization = model.args.parameterization
         self.min_snr_gamma = min_snr_gamma
+        self.target_model = target_model
 
     def forward(self, x0, text_states, t, noise):  # x0 (B, C, h, w), text_states (B, L, D), t (B,)
-        prediction = self.model(diffusion.q_sample(x0, t, noise), t, text_states)
+        x_t = diffusion.q_sample(x0, t, noise)
+        prediction = self.model(x_t, t, text_states)
+        if self.target_model is not None:
+            with torch.no_grad():
+                x0, noise = diffusion.x0_and_eps(self.target_model.args.parameterization,
+                                                 self.target_model(x_t, t, text_states), x_t, t)
         target = diffusion.training_target(self.parameterization, x0, noise, t)
         per_sample = (prediction - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
         if self.min_snr_gamma > 0:
@@ -226,7 +236,9 @@ def main(argv):
     step = checkpoints.resume()
     if step == 0 and config["init_from"]:
         checkpoints.extra["init"] = start_from_teacher(config["init_from"], weights, config["backbone"])
-    training_step = distributed.wrap(DenoisingLoss(model, config["min_snr_gamma"]).to(device), dist_info)
+    target_model = load_teacher(config["regress_onto"], device) if config["regress_onto"] else None
+    training_step = distributed.wrap(DenoisingLoss(model, config["min_snr_gamma"], target_model).to(device),
+                                     dist_info)
 
     log = ProgressLog(os.path.join(config["out_dir"], "progress.jsonl"), config["max_steps"], dist_info.is_master,
                       start_step=step)

@@ -611,3 +611,32 @@ def test_a_run_with_a_warm_start_regresses_first_then_distils_and_records_it(che
     assert [group["lr"] for group in groups] == [pytest.approx(rates[3])]
     recipe = json.loads((tmp_path / "student" / "model.json").read_text())["training"]["recipe"]
     assert (recipe["warm_start_steps"], recipe["warm_start_pairs"], recipe["warm_start_lr"]) == (2, 6, 1e-4)
+
+
+def test_regression_weight_adds_the_teachers_samples_to_every_vsd_step(checkpoints, tmp_path):
+    assert run_in_process(checkpoints, tmp_path, steps=3, regression_weight=0.5, warm_start_pairs=6) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    assert [("loss_regression" in r, "loss_student" in r) for r in records] == [(True, True)] * 3
+    assert load_checkpoint(str(tmp_path / "run" / "warm-start-pairs.pt"))["source"]["n"] == 6
+
+
+def test_the_regression_term_is_weighted_into_the_students_gradient(checkpoints, tmp_path):
+    """With VSD's gradient at zero (the LoRA teacher is the teacher and both at the same kappa), the student's update
+    is the regression's alone: its gradient is regression_weight times the plain regression loss's."""
+    teacher = load_teacher(str(checkpoints / "teacher-unet-eps.pt"))
+    text_encoder = TextEncoder(str(checkpoints / "clip.pt"))
+    prompts = ["a red circle", "a blue square"]
+    noise, latents = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    gradients = {}
+    for weight in (0.5, 2.0):
+        (tmp_path / str(weight)).mkdir()
+        model, settings = distillation(checkpoints, tmp_path / str(weight), regression_weight=weight,
+                                       student_grad_clip=1e6, lora_steps=1, lora_lr=1e-12)
+        captured = {}
+        model.student_update = lambda loss, captured=captured, model=model: captured.update(
+            grad=torch.autograd.grad(loss, next(model.student.parameters()))[0]) or 0.0
+        states = text_encoder(prompts)
+        model.step(states, text_encoder.empty(), 4.5, 4.5, regression=(noise, states, latents))
+        gradients[weight] = captured["grad"]
+    assert torch.allclose(gradients[2.0], 4 * gradients[0.5], rtol=1e-4, atol=1e-9)
+    assert gradients[0.5].abs().sum() > 0

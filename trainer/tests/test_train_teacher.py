@@ -158,3 +158,17 @@ def test_grid_and_generate(encoders, tmp_path):
     assert (again == images[3:]).all()  # an image depends on its prompt and seed, not on its batch
     sample.save_grid(images, prompts, 3, str(tmp_path / "grid.png"))
     assert Image.open(tmp_path / "grid.png").size == (3 * 128, 2 * (128 + 14))
+
+
+def test_regress_onto_a_teacher_takes_its_predictions_as_targets(encoders, tmp_path):
+    run(encoders, tmp_path / "eps", "unet-eps", max_steps=2)
+    target = tmp_path / "teacher-eps.pt"
+    sample.export_teacher(str(tmp_path / "eps" / "ckpt.pt"), str(target), {})
+    # a model that starts as the teacher it regresses onto has nothing to learn: zero loss, where the data's is not
+    same = run(encoders, tmp_path / "same", "unet-eps", init_from=str(target), regress_onto=str(target),
+               max_steps=2, log_every=1, eval_every=0)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "same" / "progress.jsonl").read_text().splitlines()]
+    assert losses[0] == 0.0 and same["config"]["regress_onto"] == str(target)
+    run(encoders, tmp_path / "data", "unet-eps", init_from=str(target), max_steps=1, log_every=1, eval_every=0)
+    data_loss = json.loads((tmp_path / "data" / "progress.jsonl").read_text().splitlines()[0])["loss"]
+    assert data_loss > 0.01
