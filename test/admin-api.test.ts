@@ -2,7 +2,7 @@
 // right bearer token, the token kept out of the logs, strict validation of POST /admin/finetune, the job answers,
 // server-sent events, cancel, job counts in /metrics and model activation. The real trainer: admin-e2e.test.ts.
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -87,6 +87,7 @@ test('the token never reaches the logs, even at trace level', async (t) => {
 test('POST /admin/finetune validates strictly; an unknown backbone is a 400 that lists the known ones', async (t) => {
   const folders = await adminFolders(t);
   await writeFile(join(folders.baseModelsDir, 'teacher-unet-eps.pt'), 'a checkpoint');
+  await mkdir(join(folders.modelsDir, 'students'));
   const { app } = await build(t, { settings: folders.settings, jobRunner: fakeTrainerRunner(folders, 'slow') });
   const cases: [unknown, number, string, string][] = [
     [{ ...finetune, lr: 1 }, 400, 'SNOOPI_VALIDATION', 'Invalid request: body/lr is not a known field'],
@@ -103,6 +104,7 @@ test('POST /admin/finetune validates strictly; an unknown backbone is a 400 that
     [{ ...finetune, seed: 1000 }, 400, 'SNOOPI_VALIDATION', 'Invalid request: body/seed must be <= 999'],
     [{ ...finetune, steps: '20' }, 400, 'SNOOPI_VALIDATION', 'Invalid request: body/steps must be integer'],
     [{ ...finetune, name: FIXTURE_MODEL }, 409, 'SNOOPI_NAME_TAKEN', `The model id ${FIXTURE_MODEL} is taken: a registered model has it`],
+    [{ ...finetune, name: 'students' }, 409, 'SNOOPI_NAME_TAKEN', 'The model id students is taken: the models folder holds a file or folder of that name'],
   ];
   for (const [payload, status, code, message] of cases) {
     const response = await app.inject({ method: 'POST', url: '/admin/finetune', headers: auth, payload: payload as object });

@@ -296,6 +296,8 @@ test('a submitted job is checked: known backbone, guidance that fits the method,
   const manager = await open(setup, runner, scriptedRegistrar().registrar);
   t.after(() => manager.close());
   await manager.submit(request('taken-by-a-job'));
+  await mkdir(join(setup.modelsDir, 'students'), { recursive: true });
+  await writeFile(join(setup.modelsDir, 'notes.txt'), 'not a package');
   const cases: [FinetuneRequest, string, string][] = [
     [
       request('x', { backbone: 'unet-v' }),
@@ -307,6 +309,8 @@ test('a submitted job is checked: known backbone, guidance that fits the method,
     [request('x', { guidance: { min: 3, max: 3 } }), 'SNOOPI_VALIDATION', 'Invalid request: body/guidance/min (3) must be below body/guidance/max (3)'],
     [request('shapes-fixture'), 'SNOOPI_NAME_TAKEN', 'The model id shapes-fixture is taken: a registered model has it'],
     [request('base'), 'SNOOPI_NAME_TAKEN', 'The model id base is taken: the folder of that name holds the base checkpoints'],
+    [request('students'), 'SNOOPI_NAME_TAKEN', 'The model id students is taken: the models folder holds a file or folder of that name'],
+    [request('notes.txt'), 'SNOOPI_NAME_TAKEN', 'The model id notes.txt is taken: the models folder holds a file or folder of that name'],
   ];
   for (const [bad, code, message] of cases) await assert.rejects(manager.submit(bad), { code, message });
   const runningJob = manager.list()[0]!;

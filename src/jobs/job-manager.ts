@@ -4,8 +4,9 @@
 //
 // After a restart the records are read back: finished jobs are listed as they were, queued ones queue again, and a
 // running one is reattached when its trainer can have survived (a Kubernetes Job); otherwise it is marked failed.
+import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { errors } from '../errors.js';
 import { describeBackbones, listBackbones } from './backbones.js';
 import { JOB_STATUSES, isFinished, newJob, newJobId, withProgress, type Job, type JobStatus } from './job-record.js';
@@ -151,6 +152,9 @@ export class JobManager {
   private checkNameFree(name: string): void {
     if (RESERVED_MODEL_IDS.includes(name)) throw new errors.SNOOPI_NAME_TAKEN(name, 'the folder of that name holds the base checkpoints');
     if (this.options.modelIds().includes(name)) throw new errors.SNOOPI_NAME_TAKEN(name, 'a registered model has it');
+    // Any other file or folder there (training checkpoints, a broken package) would make the trained package
+    // impossible to register after the whole budget.
+    if (existsSync(join(this.options.modelsDir, name))) throw new errors.SNOOPI_NAME_TAKEN(name, 'the models folder holds a file or folder of that name');
     for (const other of this.jobs.values()) {
       if (!isFinished(other.status) && other.spec.name === name) throw new errors.SNOOPI_NAME_TAKEN(name, `job ${other.id} is making it`);
     }
