@@ -13,6 +13,7 @@ export function serviceOptions(settings: Settings): GenerationServiceOptions {
     intraOpThreads: settings.intraOpThreads,
     intraOpWait: settings.intraOpWait,
     maxBatch: settings.maxBatch,
+    maxLoadedModels: settings.maxLoadedModels,
     maxQueueRows: settings.maxQueueRows,
     deadlineMs: settings.deadlineMs,
     cacheBytes: settings.cacheBytes,

@@ -74,6 +74,12 @@ export const SettingsSchema = Type.Object(
         'CPU per isolated request); see the README, Performance',
     }),
     maxBatch: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'most images in one generator call' }),
+    maxLoadedModels: Type.Integer({
+      minimum: 1,
+      maximum: 1024,
+      default: 4,
+      description: 'models loaded at once; beyond it the least recently used one that is not active is drained and unloaded',
+    }),
     maxQueueRows: Type.Integer({
       minimum: 1,
       maximum: 1_000_000,
@@ -144,6 +150,7 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   intraOpThreads: { env: 'SNOOPI_INTRA_OP_THREADS', flag: '--intra-op-threads' },
   intraOpWait: { env: 'SNOOPI_INTRA_OP_WAIT', flag: '--intra-op-wait' },
   maxBatch: { env: 'SNOOPI_MAX_BATCH', flag: '--max-batch' },
+  maxLoadedModels: { env: 'SNOOPI_MAX_LOADED_MODELS', flag: '--max-loaded-models' },
   maxQueueRows: { env: 'SNOOPI_MAX_QUEUE_ROWS', flag: '--max-queue-rows' },
   deadlineMs: { env: 'SNOOPI_DEADLINE_MS', flag: '--deadline-ms' },
   cacheBytes: { env: 'SNOOPI_CACHE_BYTES', flag: '--cache-bytes' },

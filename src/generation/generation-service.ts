@@ -71,6 +71,8 @@ export interface ServiceStats {
   activeModel: string | null;
   ready: boolean;
   models: { id: string; loaded: boolean; executionProvider: ExecutionProvider | null; queuedRows: number; queuedRequests: number; busy: boolean }[];
+  /** Loaded models whose package on disk has vanished or no longer validates (they keep serving until unloaded). */
+  stalePackages: string[];
   cache: EmbeddingCacheStats;
 }
 
@@ -87,6 +89,8 @@ export interface GenerationServiceOptions {
   intraOpWait?: SessionSettings['intraOpWait'];
   /** Rows (images) per generator batch. */
   maxBatch: number;
+  /** Models loaded at once (model-registry.ts); default: no limit. */
+  maxLoadedModels?: number;
   /** Rows that may wait per model before requests are refused with SNOOPI_QUEUE_FULL. */
   maxQueueRows: number;
   /** How long a request may wait for its batch to start (SNOOPI_DEADLINE_EXCEEDED); Infinity for none. */
@@ -128,6 +132,7 @@ export class GenerationService {
       engine,
       batching: { maxBatchRows: options.maxBatch, maxQueueRows: options.maxQueueRows, deadlineMs: options.deadlineMs },
       cache,
+      ...(options.maxLoadedModels !== undefined ? { maxLoadedModels: options.maxLoadedModels } : {}),
       ...(options.activeModel !== undefined ? { activeModel: options.activeModel } : {}),
       verifyFiles: options.verifyFiles ?? true,
       log,
@@ -272,6 +277,7 @@ export class GenerationService {
           busy: loaded?.batcher.busy ?? false,
         };
       }),
+      stalePackages: this.registry.stalePackages(),
       cache: this.cache.stats(),
     };
   }

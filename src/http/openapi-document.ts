@@ -9,7 +9,7 @@ const noModels: InferenceService = {
   generate: () => Promise.reject(errors.SNOOPI_NOT_READY('no models are loaded')),
   listModels: () => [],
   isReady: () => false,
-  stats: () => ({ activeModel: null, ready: false, models: [], cache: { hits: 0, misses: 0, bytes: 0, entries: 0 } }),
+  stats: () => ({ activeModel: null, ready: false, models: [], stalePackages: [], cache: { hits: 0, misses: 0, bytes: 0, entries: 0 } }),
   onBatch: () => () => {},
   close: async () => {},
   activate: (id) => Promise.reject(errors.SNOOPI_MODEL_NOT_FOUND(id, '(none)')),

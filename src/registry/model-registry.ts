@@ -5,6 +5,12 @@
 // Requests hold a lease on the model they use from tokenization to the end of generation. Activating another model
 // loads and warms it first, then switches; the previous model is retired: requests holding it finish on it (its
 // batcher drains), and its engine is closed when the last lease is released. Nothing in flight is dropped.
+//
+// At most maxLoadedModels models stay loaded: beyond it the least recently leased model that is neither active nor
+// being activated is retired the same way, checked when a load completes (the model just loaded is spared, its
+// requests are waiting for it) and when a lease ends. A rescan never takes a loaded model away: when the package of a loaded model has
+// vanished or no longer validates, the model keeps serving from memory, is listed as stale (log and /metrics), and
+// is simply not loaded again once it has been unloaded.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroBatcher, type BatchReport } from '../batching/micro-batcher.js';
@@ -34,6 +40,8 @@ export interface ModelRegistryOptions {
   cache: EmbeddingCache;
   /** The model requests go to when they name none; default: see default-model.ts. */
   activeModel?: string;
+  /** Models loaded at once, the active one included (default: no limit). */
+  maxLoadedModels?: number;
   /** Check every package file's size and sha256 when loading (default true). */
   verifyFiles?: boolean;
   log?: RegistryLog;
@@ -64,6 +72,8 @@ interface ModelRecord {
   loading: Promise<LoadedModel>;
   loaded: LoadedModel | undefined;
   leases: number;
+  /** When it was last leased (a counter: larger is more recent). */
+  lastUsed: number;
   retiring: boolean;
   /** Set when closing starts. */
   closed: Promise<void> | undefined;
@@ -105,10 +115,14 @@ export class ModelRegistry {
   private readonly options: ModelRegistryOptions;
   private readonly log: RegistryLog;
   private entries = new Map<string, ModelEntry>();
+  /** Ids of loaded models whose package on disk vanished or stopped validating since they were loaded. */
+  private stale = new Set<string>();
   private readonly records = new Map<string, ModelRecord>();
+  private uses = 0;
   private active: string | undefined;
   private scanning: Promise<void> | undefined;
   private activating: Promise<void> = Promise.resolve();
+  private activatingId: string | undefined;
   private closing = false;
 
   private constructor(options: ModelRegistryOptions) {
@@ -143,6 +157,11 @@ export class ModelRegistry {
     return [...this.entries.values()].sort((a, b) => a.id.localeCompare(b.id));
   }
 
+  /** Ids of loaded models whose package on disk has vanished or no longer validates, sorted. */
+  stalePackages(): string[] {
+    return [...this.stale].sort();
+  }
+
   /** The loaded model of `id`, if it is loaded now. */
   loadedModel(id: string): LoadedModel | undefined {
     const record = this.records.get(id);
@@ -170,6 +189,7 @@ export class ModelRegistry {
       // The record may have been retired and closed while this request waited for it: take the fresh one.
       if (record.closed !== undefined || this.records.get(id) !== record) continue;
       record.leases++;
+      record.lastUsed = ++this.uses;
       let released = false;
       return {
         model,
@@ -178,6 +198,7 @@ export class ModelRegistry {
           released = true;
           record.leases--;
           this.closeIfRetired(record);
+          this.evictBeyondLimit();
         },
       };
     }
@@ -186,7 +207,12 @@ export class ModelRegistry {
   /** Makes `id` the active model once it is loaded and warmed; the previous one is retired. */
   activate(id: string): Promise<void> {
     const activation = this.activating.then(async () => {
-      await this.load(id);
+      this.activatingId = id;
+      try {
+        await this.load(id);
+      } finally {
+        this.activatingId = undefined;
+      }
       const previous = this.active;
       this.active = id;
       const record = this.records.get(id);
@@ -220,7 +246,19 @@ export class ModelRegistry {
   }
 
   private async readPackages(): Promise<void> {
-    this.entries = await scanPackages(this.options.modelsDir, this.log);
+    const found = await scanPackages(this.options.modelsDir, this.log);
+    const stale = new Set<string>();
+    for (const [id, record] of this.records) {
+      const entry = this.entries.get(id);
+      if (found.has(id) || record.closed !== undefined || entry === undefined) continue;
+      found.set(id, entry);
+      stale.add(id);
+      if (!this.stale.has(id)) {
+        this.log.warn({ model: id, dir: entry.dir }, 'the package of a loaded model has vanished or no longer validates; the loaded model keeps serving');
+      }
+    }
+    this.entries = found;
+    this.stale = stale;
   }
 
   private async entryOf(id: string): Promise<ModelEntry> {
@@ -241,12 +279,23 @@ export class ModelRegistry {
     const finished = new Promise<void>((resolve) => {
       finish = resolve;
     });
-    const record: ModelRecord = { id: entry.id, loading: this.loadModel(entry), loaded: undefined, leases: 0, retiring: false, closed: undefined, finished, finish };
+    const record: ModelRecord = {
+      id: entry.id,
+      loading: this.loadModel(entry),
+      loaded: undefined,
+      leases: 0,
+      lastUsed: ++this.uses,
+      retiring: false,
+      closed: undefined,
+      finished,
+      finish,
+    };
     this.records.set(entry.id, record);
     record.loading.then(
       (model) => {
         record.loaded = model;
         this.closeIfRetired(record);
+        this.evictBeyondLimit(record);
       },
       (error: Error) => {
         if (this.records.get(entry.id) === record) this.records.delete(entry.id);
@@ -288,6 +337,21 @@ export class ModelRegistry {
     }
   }
 
+  /** Retires the least recently leased models, but the active one, the one being activated and `spared`, while more
+   * than maxLoadedModels are loaded. */
+  private evictBeyondLimit(spared?: ModelRecord): void {
+    const limit = this.options.maxLoadedModels ?? Infinity;
+    const kept = [...this.records.values()].filter((record) => record.loaded !== undefined && !record.retiring);
+    const evictable = kept
+      .filter((record) => record !== spared && record.id !== this.active && record.id !== this.activatingId)
+      .sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const record of evictable.slice(0, Math.max(0, kept.length - limit))) {
+      this.log.info({ model: record.id, maxLoadedModels: limit }, 'evicting the least recently used model');
+      record.retiring = true;
+      this.closeIfRetired(record);
+    }
+  }
+
   /** Closes a retiring model once no request holds it. */
   private closeIfRetired(record: ModelRecord): void {
     if (!record.retiring || record.leases > 0 || record.closed !== undefined || record.loaded === undefined) return;
@@ -297,6 +361,7 @@ export class ModelRegistry {
       await model.batcher.close();
       await model.engine.close();
       this.options.cache.deleteModel(record.id);
+      if (this.stale.delete(record.id)) this.entries.delete(record.id);
       this.log.info({ model: record.id }, 'model unloaded');
     })()
       .catch((error: Error) => this.log.error({ model: record.id, error: error.message }, 'closing a model failed'))

@@ -121,6 +121,16 @@ export default fp(
       },
     });
     new Gauge({
+      name: 'snoopi_stale_packages',
+      help: 'Loaded models whose package on disk has vanished or no longer validates, by model (they keep serving)',
+      labelNames: ['model'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const model of service.stats().stalePackages) this.set({ model }, 1);
+      },
+    });
+    new Gauge({
       name: 'snoopi_ready',
       help: '1 once the active model is loaded and warmed and the service is not shutting down',
       registers: [registry],

@@ -9,7 +9,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/readyz', { schema: readyzSchema, config: { probe: true } }, async () => {
     if (app.lifecycle.shuttingDown) throw errors.SNOOPI_SHUTTING_DOWN();
     const active = app.generation.listModels().find((model) => model.active);
-    if (!app.generation.isReady() || active === undefined) throw errors.SNOOPI_NOT_READY('the active model is still loading');
+    if (active === undefined) throw errors.SNOOPI_NOT_READY('the active model has no valid package in the models folder');
+    if (!app.generation.isReady()) throw errors.SNOOPI_NOT_READY('the active model is still loading');
     return { status: 'ready' as const, model: active.id };
   });
 };
