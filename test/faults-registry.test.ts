@@ -5,6 +5,7 @@ import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import { build } from './helpers/build.js';
 import { TEST_MODEL_DIR, testManifest } from './helpers/test-model.js';
 
@@ -76,4 +77,45 @@ test('SNOOPI_MAX_LOADED_MODELS: beyond it the least recently used model that is 
   }
   assert.equal((await generate(url, {})).status, 200);
   assert.deepEqual(await loadedModels(url), ['alpha', 'delta']);
+});
+
+test('an engine worker that dies mid-batch: that batch gets a 500, /readyz says why while it restarts, later requests wait for it and succeed', async (t) => {
+  const modelsDir = await modelsFolder(t, ['alpha']);
+  const generators: Worker[] = [];
+  let readyWhileRestarting: Promise<{ statusCode: number; body: string }> | undefined;
+  const { app, url } = await build(t, {
+    settings: { modelsDir, activeModel: 'alpha' },
+    listen: true,
+    onWorker: (worker, graph) => {
+      if (graph !== 'generator.onnx') return;
+      // Registered before the engine's own listener: the next turn sees the engine restarting the worker.
+      if (generators.length === 0) worker.once('exit', () => setImmediate(() => (readyWhileRestarting = app.inject({ method: 'GET', url: '/readyz' }))));
+      generators.push(worker);
+    },
+  });
+  assert.equal((await generate(url, {})).status, 200);
+  assert.equal(generators.length, 1);
+
+  // End the generator's thread as soon as it is handed a batch, as a crash in native code would.
+  const first = generators[0]!;
+  const post = first.postMessage.bind(first);
+  first.postMessage = (message: { kind: string }, transfer?: readonly ArrayBuffer[]) => {
+    post(message, transfer as ArrayBuffer[]);
+    if (message.kind === 'run') void first.terminate();
+  };
+  const failed = await generate(url, { num_images: 4 });
+  assert.equal(failed.status, 500);
+  assert.equal(failed.body.code, 'SNOOPI_ENGINE_FAILED');
+  assert.match(String(failed.body.message), /^Inference failed: generator\.onnx: the worker exited with code 1$/);
+
+  for (let tries = 0; tries < 100 && readyWhileRestarting === undefined; tries++) await new Promise((resolve) => setTimeout(resolve, 5));
+  const during = await readyWhileRestarting!;
+  assert.equal(during.statusCode, 503);
+  assert.equal(JSON.parse(during.body).message, 'The service is not ready: a worker of its engine died and is restarting (generator.onnx: the worker exited with code 1)');
+
+  const after = await generate(url, { num_images: 4 });
+  assert.equal(after.status, 200);
+  assert.equal(generators.length, 2);
+  assert.deepEqual(await (await fetch(`${url}/readyz`)).json(), { status: 'ready', model: 'alpha' });
+  assert.match(await (await fetch(`${url}/metrics`)).text(), /^snoopi_engine_restarts_total\{model="alpha"\} 1$/m);
 });

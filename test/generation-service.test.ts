@@ -276,7 +276,18 @@ test('listModels, stats and readiness', async (t) => {
     {
       activeModel: 'alpha',
       ready: true,
-      models: [{ id: 'alpha', loaded: true, executionProvider: 'cpu', queuedRows: 0, queuedRequests: 0, busy: false }],
+      models: [
+        {
+          id: 'alpha',
+          loaded: true,
+          executionProvider: 'cpu',
+          queuedRows: 0,
+          queuedRequests: 0,
+          busy: false,
+          engine: { restarts: 0, restarting: false, lastFailure: null },
+        },
+      ],
+      stalePackages: [],
       // The prompt and the empty negative prompt: two misses, then two hits.
       cache: { hits: 2, misses: 2, bytes: 2 * embeddingBytes, entries: 2 },
     },

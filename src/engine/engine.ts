@@ -2,6 +2,9 @@
 // worker thread (engine-worker.ts): they load in parallel, and a prompt's text encoding never waits behind a
 // generator batch. Tensors cross the thread boundary by transferring their buffers, without copies; a caller hands
 // over the arrays it passes in and must not use them afterwards.
+//
+// A worker that dies (a crash in native code, an exit) fails the calls it was running with SNOOPI_ENGINE_FAILED and
+// is started again at once; calls made meanwhile wait for the new one. health() says what happened.
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { errors } from '../errors.js';
@@ -24,6 +27,17 @@ export interface EngineOptions {
   executionMode?: SessionSettings['executionMode'];
   intraOpWait?: SessionSettings['intraOpWait'];
   log?: EngineLog;
+  /** Called with each worker thread started (fault-injection tests end one the way a crash would). */
+  onWorker?: (worker: Worker, graph: string) => void;
+}
+
+export interface EngineHealth {
+  /** Worker restarts since the engine was created. */
+  restarts: number;
+  /** A worker died and its replacement is loading. */
+  restarting: boolean;
+  /** Why the last worker died; null if none has. */
+  lastFailure: string | null;
 }
 
 export interface GenerateInput {
@@ -63,6 +77,7 @@ export interface Engine {
   generateRows(requests: readonly GenerationRows[]): Promise<Uint8Array[]>;
   /** Runs each graph once at batch 1 so the first request does not pay for lazy initialisation. */
   warmup(): Promise<void>;
+  health(): EngineHealth;
   /** Releases both sessions and ends the workers; idempotent. */
   close(): Promise<void>;
 }
@@ -83,6 +98,8 @@ class GraphWorker {
   private nextId = 0;
   private failure: Error | undefined;
   private closing: Promise<void> | undefined;
+  /** Called once when the worker dies (not when it is closed). */
+  onDeath: (message: string) => void = () => {};
 
   private constructor(
     readonly label: string,
@@ -105,9 +122,10 @@ class GraphWorker {
     });
   }
 
-  static start(path: string, label: string, settings: Partial<SessionSettings>): Promise<GraphWorker> {
+  static start(path: string, label: string, settings: Partial<SessionSettings>, onWorker?: EngineOptions['onWorker']): Promise<GraphWorker> {
     const setup: WorkerSetup = { path, label, settings };
     const worker = new Worker(new URL('./engine-worker.js', import.meta.url), { workerData: setup });
+    onWorker?.(worker, label);
     return new Promise((resolve, reject) => {
       const onExit = (code: number) => reject(new Error(`the worker exited with code ${code} while loading`));
       const onError = (error: Error) => reject(error);
@@ -156,9 +174,71 @@ class GraphWorker {
   }
 
   private fail(message: string): void {
-    this.failure ??= new errors.SNOOPI_ENGINE_FAILED(message);
+    if (this.failure !== undefined) return;
+    this.failure = new errors.SNOOPI_ENGINE_FAILED(message);
     for (const waiting of this.pending.values()) waiting.reject(this.failure);
     this.pending.clear();
+    this.onDeath(message);
+  }
+}
+
+/** A graph whose worker is started again when it dies; runs made while it restarts wait for the new worker. A
+ * restart that fails fails those runs, and the next run tries again. */
+class RestartingGraph {
+  private current: Promise<GraphWorker>;
+  private restarting = false;
+  private restartFailed = false;
+  private closed = false;
+
+  constructor(
+    first: GraphWorker,
+    private readonly start: () => Promise<GraphWorker>,
+    private readonly events: { died(message: string): void; restarted(error: Error | undefined): void },
+  ) {
+    this.current = Promise.resolve(this.watch(first));
+  }
+
+  get isRestarting(): boolean {
+    return this.restarting;
+  }
+
+  async run(feeds: Record<string, PlainTensor>): Promise<Record<string, PlainTensor>> {
+    if (this.restartFailed && !this.closed) this.restart();
+    return (await this.current).run(feeds);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const graph = await this.current.catch(() => undefined);
+    await graph?.close();
+  }
+
+  private watch(graph: GraphWorker): GraphWorker {
+    graph.onDeath = (message) => {
+      if (this.closed) return;
+      this.events.died(message);
+      this.restart();
+    };
+    return graph;
+  }
+
+  private restart(): void {
+    this.restarting = true;
+    this.restartFailed = false;
+    this.current = this.start().then(
+      (next) => {
+        this.restarting = false;
+        this.events.restarted(undefined);
+        return this.watch(next);
+      },
+      (error: Error) => {
+        this.restarting = false;
+        this.restartFailed = true;
+        this.events.restarted(error);
+        throw new errors.SNOOPI_ENGINE_FAILED(`restarting a worker failed: ${error.message}`);
+      },
+    );
+    this.current.catch(() => {});
   }
 }
 
@@ -203,10 +283,11 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   const textEncoderSettings: Partial<SessionSettings> = { ...settings, intraOpWait: 'block' };
 
   const startedAt = performance.now();
-  const started = await Promise.allSettled([
-    GraphWorker.start(`${packageDir}/${TEXT_ENCODER_FILE}`, TEXT_ENCODER_FILE, textEncoderSettings),
-    GraphWorker.start(`${packageDir}/${GENERATOR_FILE}`, GENERATOR_FILE, settings),
-  ]);
+  const startGraph = (file: string, graphSettings: Partial<SessionSettings>) => () =>
+    GraphWorker.start(`${packageDir}/${file}`, file, graphSettings, options.onWorker);
+  const startTextEncoder = startGraph(TEXT_ENCODER_FILE, textEncoderSettings);
+  const startGenerator = startGraph(GENERATOR_FILE, settings);
+  const started = await Promise.allSettled([startTextEncoder(), startGenerator()]);
   const [textEncoderStart, generatorStart] = started;
   if (textEncoderStart.status === 'rejected' || generatorStart.status === 'rejected') {
     await Promise.all(started.map((start) => (start.status === 'fulfilled' ? start.value.close() : undefined)));
@@ -215,16 +296,16 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
     );
     throw new errors.SNOOPI_MODEL_LOAD_FAILED(manifest.id, reasons.join('; '));
   }
-  const textEncoder = textEncoderStart.value;
-  const generator = generatorStart.value;
+  const firstTextEncoder = textEncoderStart.value;
+  const firstGenerator = generatorStart.value;
 
   const { max_length: L, hidden_size: D } = manifest.text;
   const { channels: C, height: h, width: w } = manifest.latent;
   const { height: H, width: W } = manifest.image;
   const problems = [
-    ...signatureProblems(textEncoder, [{ name: 'input_ids', type: 'int64', dims: ['B', L] }], [{ name: 'last_hidden_state', type: 'float32', dims: ['B', L, D] }]),
+    ...signatureProblems(firstTextEncoder, [{ name: 'input_ids', type: 'int64', dims: ['B', L] }], [{ name: 'last_hidden_state', type: 'float32', dims: ['B', L, D] }]),
     ...signatureProblems(
-      generator,
+      firstGenerator,
       [
         { name: 'noise', type: 'float32', dims: ['B', C, h, w] },
         { name: 'encoder_hidden_states', type: 'float32', dims: ['B', L, D] },
@@ -235,10 +316,10 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
     ),
   ];
   if (problems.length > 0) {
-    await Promise.all([textEncoder.close(), generator.close()]);
+    await Promise.all([firstTextEncoder.close(), firstGenerator.close()]);
     throw new errors.SNOOPI_MODEL_LOAD_FAILED(manifest.id, problems.join('; '));
   }
-  for (const graph of [textEncoder, generator]) {
+  for (const graph of [firstTextEncoder, firstGenerator]) {
     for (const fallback of graph.fallbacks) {
       log.warn(
         { model: manifest.id, graph: graph.label, requested: fallback.provider, provider: graph.provider, reason: fallback.reason },
@@ -246,7 +327,23 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
       );
     }
   }
-  log.info({ model: manifest.id, provider: generator.provider, loadMs: Math.round(performance.now() - startedAt) }, 'model graphs loaded');
+  log.info({ model: manifest.id, provider: firstGenerator.provider, loadMs: Math.round(performance.now() - startedAt) }, 'model graphs loaded');
+
+  const deaths: Omit<EngineHealth, 'restarting'> = { restarts: 0, lastFailure: null };
+  const supervise = (first: GraphWorker, start: () => Promise<GraphWorker>) =>
+    new RestartingGraph(first, start, {
+      died(message) {
+        deaths.restarts++;
+        deaths.lastFailure = message;
+        log.warn({ model: manifest.id, graph: first.label, reason: message }, 'an engine worker died; starting it again');
+      },
+      restarted(error) {
+        if (error === undefined) log.info({ model: manifest.id, graph: first.label }, 'engine worker restarted');
+        else log.warn({ model: manifest.id, graph: first.label, error: error.message }, 'restarting an engine worker failed');
+      },
+    });
+  const textEncoder = supervise(firstTextEncoder, startTextEncoder);
+  const generator = supervise(firstGenerator, startGenerator);
 
   const expectDims = (label: string, tensor: PlainTensor | undefined, dims: number[]): void => {
     if (tensor === undefined || tensor.dims.length !== dims.length || tensor.dims.some((size, axis) => size !== dims[axis])) {
@@ -256,8 +353,8 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
 
   const engine: Engine = {
     modelId: manifest.id,
-    provider: generator.provider,
-    providers: { textEncoder: textEncoder.provider, generator: generator.provider },
+    provider: firstGenerator.provider,
+    providers: { textEncoder: firstTextEncoder.provider, generator: firstGenerator.provider },
 
     async encodeText(ids, batch) {
       const outputs = await textEncoder.run({ input_ids: { type: 'int64', data: ownBuffer(ids), dims: [batch, L] } });
@@ -323,6 +420,10 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
         nasaScale: new Float32Array(1),
         batch: 1,
       });
+    },
+
+    health() {
+      return { ...deaths, restarting: textEncoder.isRestarting || generator.isRestarting };
     },
 
     async close() {

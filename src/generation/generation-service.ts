@@ -3,6 +3,7 @@
 import { performance } from 'node:perf_hooks';
 import type { BatchReport } from '../batching/micro-batcher.js';
 import { EmbeddingCache, type EmbeddingCacheStats } from '../cache/embedding-cache.js';
+import type { EngineHealth, EngineOptions } from '../engine/engine.js';
 import type { ExecutionProvider, SessionSettings } from '../engine/onnx-runtime.js';
 import { errors } from '../errors.js';
 import { encodeImage, type ImageFormat } from '../images/image-encoder.js';
@@ -70,7 +71,16 @@ export interface ModelInfo {
 export interface ServiceStats {
   activeModel: string | null;
   ready: boolean;
-  models: { id: string; loaded: boolean; executionProvider: ExecutionProvider | null; queuedRows: number; queuedRequests: number; busy: boolean }[];
+  models: {
+    id: string;
+    loaded: boolean;
+    executionProvider: ExecutionProvider | null;
+    queuedRows: number;
+    queuedRequests: number;
+    busy: boolean;
+    /** Worker restarts of the loaded model's engine; null while it is not loaded. */
+    engine: EngineHealth | null;
+  }[];
   /** Loaded models whose package on disk has vanished or no longer validates (they keep serving until unloaded). */
   stalePackages: string[];
   cache: EmbeddingCacheStats;
@@ -87,6 +97,7 @@ export interface GenerationServiceOptions {
   interOpThreads?: number;
   executionMode?: SessionSettings['executionMode'];
   intraOpWait?: SessionSettings['intraOpWait'];
+  onWorker?: EngineOptions['onWorker'];
   /** Rows (images) per generator batch. */
   maxBatch: number;
   /** Models loaded at once (model-registry.ts); default: no limit. */
@@ -126,6 +137,7 @@ export class GenerationService {
       ...(options.interOpThreads !== undefined ? { interOpThreads: options.interOpThreads } : {}),
       ...(options.executionMode !== undefined ? { executionMode: options.executionMode } : {}),
       ...(options.intraOpWait !== undefined ? { intraOpWait: options.intraOpWait } : {}),
+      ...(options.onWorker !== undefined ? { onWorker: options.onWorker } : {}),
     };
     const registry = await ModelRegistry.open({
       modelsDir: options.modelsDir,
@@ -275,6 +287,7 @@ export class GenerationService {
           queuedRows: loaded?.batcher.queuedRows ?? 0,
           queuedRequests: loaded?.batcher.queuedRequests ?? 0,
           busy: loaded?.batcher.busy ?? false,
+          engine: loaded?.engine.health() ?? null,
         };
       }),
       stalePackages: this.registry.stalePackages(),

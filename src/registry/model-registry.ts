@@ -15,7 +15,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroBatcher, type BatchReport } from '../batching/micro-batcher.js';
 import { EmbeddingCache } from '../cache/embedding-cache.js';
-import { createEngine, type Engine, type EngineLog, type GenerationRows } from '../engine/engine.js';
+import { createEngine, type Engine, type EngineLog, type EngineOptions, type GenerationRows } from '../engine/engine.js';
 import type { ExecutionProvider, SessionSettings } from '../engine/onnx-runtime.js';
 import { errors } from '../errors.js';
 import { ClipTokenizer } from '../tokenizer/clip-tokenizer.js';
@@ -34,6 +34,7 @@ export interface ModelRegistryOptions {
     interOpThreads?: number;
     executionMode?: SessionSettings['executionMode'];
     intraOpWait?: SessionSettings['intraOpWait'];
+    onWorker?: EngineOptions['onWorker'];
   };
   batching: { maxBatchRows: number; maxQueueRows: number; deadlineMs: number };
   /** Shared by all models (its keys carry the model id). */

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { loadSettings, validateSettings, type Settings } from '../../src/config/settings.js';
-import { GenerationService } from '../../src/generation/generation-service.js';
+import { GenerationService, type GenerationServiceOptions } from '../../src/generation/generation-service.js';
 import { buildApp } from '../../src/http/app.js';
 import type { JobRunner } from '../../src/jobs/job-runner.js';
 import type { ModelManifest } from '../../src/registry/model-manifest.js';
@@ -20,6 +20,8 @@ export interface BuildOptions {
   listen?: boolean;
   /** The runner of fine-tune jobs (default: the one the settings name). */
   jobRunner?: JobRunner;
+  /** Sees every engine worker thread started (fault injection). */
+  onWorker?: GenerationServiceOptions['onWorker'];
 }
 
 export interface Built {
@@ -37,7 +39,7 @@ export function testSettings(overrides: Partial<Settings> = {}): Settings {
 
 export async function build(t: TestContext, options: BuildOptions = {}): Promise<Built> {
   const settings = testSettings(options.settings);
-  const service = await GenerationService.create(serviceOptions(settings));
+  const service = await GenerationService.create({ ...serviceOptions(settings), ...(options.onWorker === undefined ? {} : { onWorker: options.onWorker }) });
   const app = buildApp(settings, service, options.jobRunner === undefined ? {} : { jobRunner: options.jobRunner });
   t.after(() => app.lifecycle.shutdown('test finished'));
   if (options.warm ?? true) await service.ready();

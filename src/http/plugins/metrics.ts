@@ -120,6 +120,16 @@ export default fp(
         this.set({ model: activeModel, execution_provider: provider }, 1);
       },
     });
+    new Counter({
+      name: 'snoopi_engine_restarts_total',
+      help: 'Engine worker threads that died and were started again, by loaded model',
+      labelNames: ['model'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const model of service.stats().models) if (model.engine !== null) this.inc({ model: model.id }, model.engine.restarts);
+      },
+    });
     new Gauge({
       name: 'snoopi_stale_packages',
       help: 'Loaded models whose package on disk has vanished or no longer validates, by model (they keep serving)',

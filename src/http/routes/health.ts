@@ -10,6 +10,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (app.lifecycle.shuttingDown) throw errors.SNOOPI_SHUTTING_DOWN();
     const active = app.generation.listModels().find((model) => model.active);
     if (active === undefined) throw errors.SNOOPI_NOT_READY('the active model has no valid package in the models folder');
+    const engine = app.generation.stats().models.find((model) => model.id === active.id)?.engine;
+    if (engine?.restarting) throw errors.SNOOPI_NOT_READY(`a worker of its engine died and is restarting (${engine.lastFailure ?? 'no reason given'})`);
     if (!app.generation.isReady()) throw errors.SNOOPI_NOT_READY('the active model is still loading');
     return { status: 'ready' as const, model: active.id };
   });
