@@ -23,7 +23,9 @@ const commands: Record<string, Command> = {
 
 Serves the active model of the registry (SNOOPI_MODELS_DIR). Every setting is an environment variable and a flag;
 a flag wins over the environment. SIGTERM/SIGINT shut down gracefully: /readyz turns 503, new work is refused,
-in-flight requests finish, then the models are released.
+in-flight requests finish, then the models are released, and the exit status is 0. A server that cannot listen (port
+in use, unresolvable host) exits 1 at once; one whose active model cannot load (or with no model package) exits 1
+after shutting down.
 
 Flags and environment:
 ${settingsHelp()}`,
@@ -94,4 +96,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+const exitCode = await main(process.argv.slice(2));
+// A failed command exits at once: nothing it started (a model loading in worker threads, a timer) may keep a failed
+// process alive, e.g. a server that could not listen, which a Kubernetes pod would otherwise show as running.
+if (exitCode === 0) process.exitCode = 0;
+else process.exit(exitCode);

@@ -21,18 +21,26 @@ export function serviceOptions(settings: Settings): GenerationServiceOptions {
   };
 }
 
+/**
+ * Serves until the app has closed: resolves after a graceful shutdown (SIGTERM/SIGINT); rejects at once when the
+ * server cannot listen (port in use, unresolvable host), and after shutting down when the active model cannot load.
+ * A replica that cannot serve must not linger half-alive: the caller exits non-zero.
+ */
 export async function serve(settings: Settings): Promise<void> {
   const logger = pino({ level: settings.logLevel, redact: logRedaction });
   const service = await GenerationService.create({ ...serviceOptions(settings), log: logger.child({ component: 'generation' }) });
   const app = buildApp(settings, service, { handleSignals: true, logger });
+  const closed = new Promise<void>((resolve) => app.addHook('onClose', async () => resolve()));
   await app.listen({ port: settings.port, host: settings.host });
-  service.ready().then(
-    () => app.log.info({ model: service.stats().activeModel }, 'ready: the active model is loaded and warmed'),
-    (err: unknown) => {
-      // A replica that cannot load its model must not linger half-alive: say why and stop.
-      app.log.fatal({ err }, 'the active model failed to load; shutting down');
-      process.exitCode = 1;
-      void app.lifecycle.shutdown('the active model failed to load');
-    },
-  );
+  try {
+    await service.ready();
+    if (!app.lifecycle.shuttingDown) app.log.info({ model: service.stats().activeModel }, 'ready: the active model is loaded and warmed');
+  } catch (err) {
+    // Stopped while loading: not a failure.
+    if (app.lifecycle.shuttingDown) return closed;
+    app.log.fatal({ err }, 'the active model failed to load; shutting down');
+    await app.lifecycle.shutdown('the active model failed to load');
+    throw err;
+  }
+  return closed;
 }
