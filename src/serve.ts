@@ -3,7 +3,7 @@
 import { pino } from 'pino';
 import type { Settings } from './config/settings.js';
 import { GenerationService, type GenerationServiceOptions } from './generation/generation-service.js';
-import { buildApp, logRedaction } from './http/app.js';
+import { buildApp, loggerOptions } from './http/app.js';
 
 /** The generation service's options from the settings; the one place the two meet (serve and the tests use it). */
 export function serviceOptions(settings: Settings): GenerationServiceOptions {
@@ -27,7 +27,7 @@ export function serviceOptions(settings: Settings): GenerationServiceOptions {
  * A replica that cannot serve must not linger half-alive: the caller exits non-zero.
  */
 export async function serve(settings: Settings): Promise<void> {
-  const logger = pino({ level: settings.logLevel, redact: logRedaction });
+  const logger = pino({ level: settings.logLevel, ...loggerOptions });
   const service = await GenerationService.create({ ...serviceOptions(settings), log: logger.child({ component: 'generation' }) });
   const app = buildApp(settings, service, { handleSignals: true, logger });
   const closed = new Promise<void>((resolve) => app.addHook('onClose', async () => resolve()));

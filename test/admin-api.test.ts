@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { GenerationService } from '../src/generation/generation-service.js';
-import { buildApp, logRedaction } from '../src/http/app.js';
+import { buildApp, loggerOptions } from '../src/http/app.js';
 import type { Job } from '../src/jobs/job-record.js';
 import { readServerSentEvents } from '../src/jobs/server-sent-events.js';
 import { serviceOptions } from '../src/serve.js';
@@ -68,7 +68,7 @@ test('the token never reaches the logs, even at trace level', async (t) => {
       callback();
     },
   });
-  const logger = pino({ level: 'trace', redact: logRedaction }, sink);
+  const logger = pino({ level: 'trace', ...loggerOptions }, sink);
   const service = await GenerationService.create(serviceOptions(settings));
   const app = buildApp(settings, service, { logger, jobRunner: fakeTrainerRunner(folders, 'ok') });
   t.after(() => app.close());

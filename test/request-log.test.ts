@@ -4,7 +4,7 @@ import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { Settings } from '../src/config/settings.js';
 import { GenerationService } from '../src/generation/generation-service.js';
-import { buildApp, logRedaction } from '../src/http/app.js';
+import { buildApp, loggerOptions } from '../src/http/app.js';
 import { serviceOptions } from '../src/serve.js';
 import { testSettings } from './helpers/build.js';
 
@@ -18,7 +18,7 @@ async function requestLines(t: TestContext, requestLog: Settings['requestLog']) 
       callback();
     },
   });
-  const logger = pino({ level: 'info', redact: logRedaction }, sink);
+  const logger = pino({ level: 'info', ...loggerOptions }, sink);
   const service = await GenerationService.create(serviceOptions(settings));
   const app = buildApp(settings, service, { logger });
   t.after(() => app.close());

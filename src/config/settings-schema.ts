@@ -99,6 +99,14 @@ export const SettingsSchema = Type.Object(
       description: 'bytes of text embeddings kept in the LRU cache',
     }),
     bodyLimit: Type.Integer({ minimum: KiB, maximum: 16 * MiB, default: 64 * KiB, description: 'largest request body in bytes (413 beyond)' }),
+    requestTimeoutMs: Type.Integer({
+      minimum: 500,
+      maximum: 600_000,
+      default: 30_000,
+      description:
+        'most ms from the first byte of a request to its last (headers and body); a slower request is answered 408 and ' +
+        'its connection closed (checked every 250 ms). The time to answer is not bounded by this',
+    }),
     shutdownGraceMs: Type.Integer({
       minimum: 0,
       maximum: 600_000,
@@ -155,6 +163,7 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   deadlineMs: { env: 'SNOOPI_DEADLINE_MS', flag: '--deadline-ms' },
   cacheBytes: { env: 'SNOOPI_CACHE_BYTES', flag: '--cache-bytes' },
   bodyLimit: { env: 'SNOOPI_BODY_LIMIT', flag: '--body-limit' },
+  requestTimeoutMs: { env: 'SNOOPI_REQUEST_TIMEOUT_MS', flag: '--request-timeout-ms' },
   shutdownGraceMs: { env: 'SNOOPI_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms' },
   logLevel: { env: 'SNOOPI_LOG_LEVEL', flag: '--log-level' },
   requestLog: { env: 'SNOOPI_REQUEST_LOG', flag: '--request-log' },

@@ -8,10 +8,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Settings } from '../config/settings.js';
 import type { JobRunner } from '../jobs/job-runner.js';
 import type { InferenceService } from './inference-service.js';
-import { RequestLogController } from './request-log.js';
+import { RequestLogController, serializeRequest } from './request-log.js';
 import adminJobs from './plugins/admin-jobs.js';
 import docs from './plugins/docs.js';
-import errorHandler from './plugins/error-handler.js';
+import errorHandler, { answerParserError } from './plugins/error-handler.js';
 import generation from './plugins/generation.js';
 import gracefulShutdown from './plugins/graceful-shutdown.js';
 import loadShedding from './plugins/load-shedding.js';
@@ -32,8 +32,14 @@ export interface BuildAppOptions {
   jobRunner?: JobRunner;
 }
 
-/** Log paths that may hold a credential; a logger made for the app (here or by the serve command) censors them. */
-export const logRedaction = { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' };
+/**
+ * Options of every logger made for the app (here or by the serve command): paths that may hold a credential are
+ * censored, and a request's URL is logged with its query-string credentials redacted (request-log.ts).
+ */
+export const loggerOptions = {
+  redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
+  serializers: { req: serializeRequest },
+};
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;
 
@@ -55,10 +61,16 @@ declare module 'fastify' {
 
 export function buildApp(settings: Settings, service: InferenceService, options: BuildAppOptions = {}): FastifyInstance {
   const app = Fastify({
-    ...(options.logger === undefined ? { logger: { level: settings.logLevel, redact: logRedaction } } : { loggerInstance: options.logger }),
+    ...(options.logger === undefined ? { logger: { level: settings.logLevel, ...loggerOptions } } : { loggerInstance: options.logger }),
     logController: new RequestLogController(settings.requestLog),
     genReqId: requestId,
     bodyLimit: settings.bodyLimit,
+    // A request must arrive whole (headers and body) within requestTimeoutMs of its first byte, or it is answered
+    // 408 and its connection closed: a client that trickles or stops mid-body cannot hold a connection. Node checks
+    // every connectionsCheckingInterval (30 s by default, here 250 ms); an answer being computed is not bounded.
+    requestTimeout: settings.requestTimeoutMs,
+    http: { requestTimeout: settings.requestTimeoutMs, headersTimeout: settings.requestTimeoutMs, connectionsCheckingInterval: 250 },
+    clientErrorHandler: answerParserError,
     // Shutdown answers are ours (503 SNOOPI_SHUTTING_DOWN with Retry-After), not Fastify's built-in 503.
     return503OnClosing: false,
     ajv: {

@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { loadSettings, validateSettings, type Settings } from '../../src/config/settings.js';
 import { GenerationService, type GenerationServiceOptions } from '../../src/generation/generation-service.js';
 import { buildApp } from '../../src/http/app.js';
@@ -22,6 +22,8 @@ export interface BuildOptions {
   jobRunner?: JobRunner;
   /** Sees every engine worker thread started (fault injection). */
   onWorker?: GenerationServiceOptions['onWorker'];
+  /** The app's logger (default: one at the settings' level, writing to stdout). */
+  logger?: FastifyBaseLogger;
 }
 
 export interface Built {
@@ -40,7 +42,10 @@ export function testSettings(overrides: Partial<Settings> = {}): Settings {
 export async function build(t: TestContext, options: BuildOptions = {}): Promise<Built> {
   const settings = testSettings(options.settings);
   const service = await GenerationService.create({ ...serviceOptions(settings), ...(options.onWorker === undefined ? {} : { onWorker: options.onWorker }) });
-  const app = buildApp(settings, service, options.jobRunner === undefined ? {} : { jobRunner: options.jobRunner });
+  const app = buildApp(settings, service, {
+    ...(options.jobRunner === undefined ? {} : { jobRunner: options.jobRunner }),
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  });
   t.after(() => app.lifecycle.shutdown('test finished'));
   if (options.warm ?? true) await service.ready();
   let url = '';

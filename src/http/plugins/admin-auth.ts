@@ -6,6 +6,14 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import { errors } from '../../errors.js';
+import { redactUrl } from '../request-log.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** True once the request presented the admin token (admin routes only): it may see errors' server-side detail. */
+    isAdmin?: boolean;
+  }
+}
 
 const digest = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 const bearer = /^Bearer +(\S+) *$/i;
@@ -20,12 +28,14 @@ export default fp(
   async function adminAuth(app: FastifyInstance) {
     const token = app.settings.adminToken;
     const expectedDigest = token === undefined ? undefined : digest(token);
+    app.decorateRequest('isAdmin', false);
     app.addHook('onRequest', async (request, reply) => {
-      if (expectedDigest === undefined) throw errors.SNOOPI_ROUTE_NOT_FOUND(request.method, request.url);
+      if (expectedDigest === undefined) throw errors.SNOOPI_ROUTE_NOT_FOUND(request.method, redactUrl(request.url));
       if (!bearerMatches(request.headers.authorization, expectedDigest)) {
         reply.header('www-authenticate', 'Bearer realm="snoopi-admin"');
         throw errors.SNOOPI_UNAUTHORIZED();
       }
+      request.isAdmin = true;
     });
   },
   { name: 'snoopi-admin-auth', decorators: { fastify: ['settings'] } },

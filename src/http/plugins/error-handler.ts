@@ -1,10 +1,14 @@
 // Turns every error into the one body of api.md, { statusCode, code, error, message }, with a code from the one
 // table (src/errors.ts). Fastify's own errors (validation, body parsing, limits) are translated to our codes here;
 // an error that is neither ours nor Fastify's is a bug: 500 SNOOPI_INTERNAL, logged with its stack, never shown.
-import { STATUS_CODES } from 'node:http';
+// Node's HTTP parser refuses some requests before Fastify sees them (a request too slow to arrive, headers too
+// large, Content-Length with chunked encoding): answerParserError writes the same body onto the socket and closes it.
+import { STATUS_CODES, maxHeaderSize, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import fp from 'fastify-plugin';
 import type { FastifyError, FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify';
 import { errors, type ErrorCode } from '../../errors.js';
+import { redactUrl } from '../request-log.js';
 import { retryAfterSeconds, type ErrorBody } from '../schemas/error.js';
 
 function isOurs(error: FastifyError): boolean {
@@ -57,6 +61,43 @@ export function errorBody(error: FastifyError): ErrorBody {
   return { statusCode, code: error.code as ErrorCode, error: statusText(statusCode), message: error.message };
 }
 
+// Errors whose message is "<summary>: <detail>" with a server-side detail (a package's absolute paths and sha256s,
+// onnxruntime's text about its files). A request without the admin token gets the summary and its request id; the
+// whole message is logged under that id.
+const detailForAdminsOnly: ReadonlySet<string> = new Set<ErrorCode>(['SNOOPI_MODEL_LOAD_FAILED']);
+
+function answerBody(answer: FastifyError, request: FastifyRequest): ErrorBody {
+  const body = errorBody(answer);
+  if (!detailForAdminsOnly.has(body.code) || request.isAdmin === true) return body;
+  const summary = body.message.slice(0, body.message.indexOf(': '));
+  return { ...body, message: `${summary}; the reason is logged under request id ${request.id}` };
+}
+
+/** What Node's HTTP parser raised (a 'clientError'), as an error of the table; undefined when the client already left. */
+export function parserErrorAnswer(error: Error & { code?: string; reason?: unknown }, socket: Socket, requestTimeoutMs: number): FastifyError | undefined {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return undefined;
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') return errors.SNOOPI_REQUEST_TIMEOUT(requestTimeoutMs);
+  if (error.code === 'HPE_HEADER_OVERFLOW') return errors.SNOOPI_HEADERS_TOO_LARGE(maxHeaderSize);
+  return errors.SNOOPI_BAD_REQUEST(typeof error.reason === 'string' ? error.reason : error.message);
+}
+
+/** Fastify's clientErrorHandler: answers a request the parser refused with the one body, then closes the connection. */
+export function answerParserError(this: FastifyInstance, error: Error & { code?: string }, socket: Socket): void {
+  const answer = parserErrorAnswer(error, socket, this.settings.requestTimeoutMs);
+  if (answer === undefined) return;
+  this.log.info({ code: answer.code, status: answer.statusCode, remoteAddress: socket.remoteAddress }, answer.message);
+  // As Node's own handler does: never write into an answer already under way on this connection.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (socket.writable && inFlight?.headersSent !== true) {
+    const body = JSON.stringify(errorBody(answer));
+    socket.write(
+      `HTTP/1.1 ${answer.statusCode} ${statusText(answer.statusCode!)}\r\nConnection: close\r\n` +
+        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
 export default fp(
   async function errorHandler(app: FastifyInstance) {
     app.setErrorHandler(function handleError(error: FastifyError, request, reply) {
@@ -67,11 +108,11 @@ export default fp(
       else request.log.info({ code: answer.code, status }, answer.message);
       const retryAfter = retryAfterSeconds[status];
       if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
-      reply.code(status).type('application/json; charset=utf-8').send(errorBody(answer));
+      reply.code(status).type('application/json; charset=utf-8').send(answerBody(answer, request));
     });
 
     app.setNotFoundHandler(function routeNotFound(request) {
-      throw errors.SNOOPI_ROUTE_NOT_FOUND(request.method, request.url);
+      throw errors.SNOOPI_ROUTE_NOT_FOUND(request.method, redactUrl(request.url));
     });
   },
   { name: 'snoopi-error-handler', decorators: { fastify: ['settings'] } },

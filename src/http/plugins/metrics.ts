@@ -1,10 +1,12 @@
 // Prometheus metrics with prom-client, in a registry of this app's own (two apps in one process never collide).
 // HTTP metrics are observed in hooks, batches through the service's onBatch listener; queue, cache and model
 // numbers are read from the service's stats() at scrape time, so the inference path does no metrics work.
+import type { Socket } from 'node:net';
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { JOB_STATUSES } from '../../jobs/job-record.js';
+import { parserErrorAnswer } from './error-handler.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -56,6 +58,17 @@ export default fp(
       reply.raw.once('close', () => {
         if (!reply.raw.writableFinished) aborted.inc({ method: request.method, route: routeLabel(request) });
       });
+    });
+    const cut = new Counter({
+      name: 'snoopi_http_connections_cut_total',
+      help: 'Connections answered and closed by the server before any route ran: requests not received within SNOOPI_REQUEST_TIMEOUT_MS, malformed requests, headers too large; by code',
+      labelNames: ['code'] as const,
+      registers: [registry],
+    });
+    // Ahead of the answering listener (error-handler.ts), which closes the socket.
+    app.server.prependListener('clientError', (error: Error, socket: Socket) => {
+      const answer = parserErrorAnswer(error, socket, app.settings.requestTimeoutMs);
+      if (answer !== undefined) cut.inc({ code: answer.code });
     });
 
     // Batches, as they finish.
