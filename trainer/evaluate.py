@@ -15,6 +15,7 @@ Prints one JSON object:
   scale (0 = NASA off), over all pairs and per kind (under-specified, removal); chosen_nasa_scale is the candidate
   for model.json's nasa.default_scale (choose_nasa_scale).
   A teacher also gets cfg_negative: the negative prompt as CFG's unconditional branch, its usual negative prompt;
+- spread: what the model draws where the prompt leaves a background, color or size free (trainer/spread.py);
 - ms_per_image: text encoder + generation + VAE decoder, PyTorch on this machine's CPU threads, at the evaluation
   batch size and at batch 1.
 A package's student runs in PyTorch from the checkpoint its model.json records (training.inputs.student, e.g.
@@ -31,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from trainer import cpu_threads, diffusion, eval_sets, judge, package
+from trainer import cpu_threads, diffusion, eval_sets, judge, package, spread
 from trainer.checkpoint import load_checkpoint
 from trainer.eval_clip import embed_images, embed_texts
 from trainer.fid import FidReference
@@ -185,7 +186,7 @@ def timed_images(sampler, prompts, seeds):
 
 
 def evaluate(sampler, clip, tokenizer, n: int, fid_n: int, images_per_pair: int, nasa_scales,
-             teacher: bool) -> dict:
+             teacher: bool, spread_seeds: int = 0) -> dict:
     """Every metric of the results table for one sampler (StudentSampler or TeacherSampler)."""
     prompts = eval_sets.alignment_prompts(n)
     images, ms_per_image = timed_images(sampler, prompts, [ALIGNMENT_SEED + i for i in range(n)])
@@ -196,6 +197,7 @@ def evaluate(sampler, clip, tokenizer, n: int, fid_n: int, images_per_pair: int,
         "clip_score": clip_score(clip, tokenizer, images, prompts),
         "fid": {"n": fid_n, "value": reference.fid(sampler.images(reference.prompts, reference.seeds))},
         "negative": evaluate_negative(sampler, images_per_pair, nasa_scales, teacher),
+        "spread": spread.measure(sampler, spread_seeds),
         "ms_per_image": {"batch": sampler.batch_size, "value": ms_per_image,
                          "batch_1": float(np.median(single[1:]))},  # the first single call warms up
         "threads": torch.get_num_threads(),
@@ -248,6 +250,8 @@ def parse_args(argv):
     parser.add_argument("--n", type=int, default=200, help="alignment prompts (eval_sets.alignment_prompts(n))")
     parser.add_argument("--fid-n", type=int, default=1000, help="images for FID")
     parser.add_argument("--images-per-pair", type=int, default=10, help="images per negative-prompt pair")
+    parser.add_argument("--spread-seeds", type=int, default=0,
+                        help="noise seeds per spread prompt (0: spread.SEEDS_PER_PROMPT, about 150 images per kind)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (ms_per_image is then the GPU's)")
@@ -302,7 +306,8 @@ def main(argv):
         if args.grid_only:
             return
     row.update(evaluate(sampler, load_clip(clip_path), text_encoder.tokenizer, args.n, args.fid_n,
-                        args.images_per_pair, args.scales, teacher=bool(args.teacher)))
+                        args.images_per_pair, args.scales, teacher=bool(args.teacher),
+                        spread_seeds=args.spread_seeds))
     row["device"] = args.device
     text = json.dumps(row, indent=1)
     print(text)

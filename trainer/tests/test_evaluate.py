@@ -13,7 +13,7 @@ from trainer.sample import TextEncoder, load_teacher
 from test_distill import job  # trainer/tests is on sys.path under pytest
 from tiny_models import write_tiny_checkpoints
 
-SMALL = ["--n", "4", "--fid-n", "8", "--images-per-pair", "1", "--threads", "1"]
+SMALL = ["--n", "4", "--fid-n", "8", "--images-per-pair", "1", "--spread-seeds", "1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,8 @@ def test_a_package_row_has_every_metric(distilled, capsys, tmp_path):
         for key in ("success", "kept", "success_and_kept"):  # the kinds' rates make up the overall one
             assert sum(k[key] * k["n"] for k in kinds.values()) / 36 == pytest.approx(rates[key])
     assert row["ms_per_image"]["value"] > 0 and row["ms_per_image"]["batch_1"] > 0
+    assert {kind: (row["spread"][kind]["n"], row["spread"][kind]["seeds_per_prompt"]) for kind in row["spread"]} == {
+        "background": (18, 1), "color": (9, 1), "size": (54, 1)}
 
 
 def test_a_teacher_row_samples_with_ddim_and_cfg(distilled, capsys):
