@@ -3,7 +3,8 @@
     /usr/bin/python3 -m trainer.evaluate --package models/shapes-unet-eps-pgsb [--nasa-scales=0,0.25,0.5,1]
     /usr/bin/python3 -m trainer.evaluate --teacher models/base/teacher-unet-eps.pt --cfg 4.5 --steps 25
     /usr/bin/python3 -m trainer.evaluate --student runs/distill/<id>/student.pt     (a student without its package)
-    ... [--nasa-scale 0.5] [--n 200] [--fid-n 1000] [--images-per-pair 10] [--out results/row.json]
+    ... [--nasa-scale 0.5] [--n 200] [--fid-n 1000] [--images-per-pair 10] [--only alignment,spread]
+        [--out results/row.json]
 
 Prints one JSON object:
 - alignment: the pixel judge on eval_sets.alignment_prompts(n), one image per prompt (noise seed ALIGNMENT_SEED + i),
@@ -47,6 +48,7 @@ NEGATIVE_SEED = 7000  # noise seed of negative-prompt image i: NEGATIVE_SEED + i
 DEFAULT_NASA_SCALES = (0.0, 0.25, 0.5, 1.0)
 KEPT_TOLERANCE = 0.05  # choose_nasa_scale: how much of the kept rate NASA may cost
 LATENCY_IMAGES = 3  # images timed one by one for ms_per_image at batch 1
+METRICS = ("alignment", "fid", "negative", "spread")  # --only chooses among them
 
 
 class EvaluationError(RuntimeError):
@@ -186,22 +188,28 @@ def timed_images(sampler, prompts, seeds):
 
 
 def evaluate(sampler, clip, tokenizer, n: int, fid_n: int, images_per_pair: int, nasa_scales,
-             teacher: bool, spread_seeds: int = 0) -> dict:
-    """Every metric of the results table for one sampler (StudentSampler or TeacherSampler)."""
-    prompts = eval_sets.alignment_prompts(n)
-    images, ms_per_image = timed_images(sampler, prompts, [ALIGNMENT_SEED + i for i in range(n)])
-    single = [timed_images(sampler, prompts[i:i + 1], [ALIGNMENT_SEED + i])[1] for i in range(LATENCY_IMAGES + 1)]
-    reference = FidReference(clip, fid_n)
-    return {
-        "alignment": {"n": n, **alignment(images, prompts)},
-        "clip_score": clip_score(clip, tokenizer, images, prompts),
-        "fid": {"n": fid_n, "value": reference.fid(sampler.images(reference.prompts, reference.seeds))},
-        "negative": evaluate_negative(sampler, images_per_pair, nasa_scales, teacher),
-        "spread": spread.measure(sampler, spread_seeds),
-        "ms_per_image": {"batch": sampler.batch_size, "value": ms_per_image,
-                         "batch_1": float(np.median(single[1:]))},  # the first single call warms up
-        "threads": torch.get_num_threads(),
-    }
+             teacher: bool, spread_seeds: int = 0, only=METRICS) -> dict:
+    """The metrics of the results table for one sampler (StudentSampler or TeacherSampler): all, or those in `only`
+    (alignment brings clip_score and ms_per_image, measured on its images)."""
+    row = {}
+    if "alignment" in only:
+        prompts = eval_sets.alignment_prompts(n)
+        images, ms_per_image = timed_images(sampler, prompts, [ALIGNMENT_SEED + i for i in range(n)])
+        single = [timed_images(sampler, prompts[i:i + 1], [ALIGNMENT_SEED + i])[1]
+                  for i in range(LATENCY_IMAGES + 1)]
+        row.update(alignment={"n": n, **alignment(images, prompts)},
+                   clip_score=clip_score(clip, tokenizer, images, prompts),
+                   ms_per_image={"batch": sampler.batch_size, "value": ms_per_image,
+                                 "batch_1": float(np.median(single[1:]))})  # the first single call warms up
+    if "fid" in only:
+        reference = FidReference(clip, fid_n)
+        row["fid"] = {"n": fid_n, "value": reference.fid(sampler.images(reference.prompts, reference.seeds))}
+    if "negative" in only:
+        row["negative"] = evaluate_negative(sampler, images_per_pair, nasa_scales, teacher)
+    if "spread" in only:
+        row["spread"] = spread.measure(sampler, spread_seeds)
+    row["threads"] = torch.get_num_threads()
+    return row
 
 
 def _existing_path(path: str) -> str:
@@ -252,6 +260,8 @@ def parse_args(argv):
     parser.add_argument("--images-per-pair", type=int, default=10, help="images per negative-prompt pair")
     parser.add_argument("--spread-seeds", type=int, default=0,
                         help="noise seeds per spread prompt (0: spread.SEEDS_PER_PROMPT, about 150 images per kind)")
+    parser.add_argument("--only", default=",".join(METRICS),
+                        help=f"comma-separated metrics to measure (default all: {','.join(METRICS)})")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (ms_per_image is then the GPU's)")
@@ -263,6 +273,9 @@ def parse_args(argv):
                    else [float(s) for s in args.nasa_scales.split(",") if s.strip()])
     if any(scale < 0 for scale in args.scales) or args.n < 2 or args.fid_n < 2 or args.images_per_pair < 1:
         parser.error("need NASA scales >= 0, --n >= 2, --fid-n >= 2 and --images-per-pair >= 1")
+    args.only = tuple(metric for metric in args.only.split(",") if metric)
+    if not args.only or set(args.only) - set(METRICS):
+        parser.error(f"--only takes a comma-separated subset of {','.join(METRICS)}, got {args.only}")
     return args
 
 
@@ -307,7 +320,7 @@ def main(argv):
             return
     row.update(evaluate(sampler, load_clip(clip_path), text_encoder.tokenizer, args.n, args.fid_n,
                         args.images_per_pair, args.scales, teacher=bool(args.teacher),
-                        spread_seeds=args.spread_seeds))
+                        spread_seeds=args.spread_seeds, only=args.only))
     row["device"] = args.device
     text = json.dumps(row, indent=1)
     print(text)

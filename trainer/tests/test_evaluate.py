@@ -59,6 +59,14 @@ def test_a_package_row_has_every_metric(distilled, capsys, tmp_path):
         "background": (18, 1), "color": (9, 1), "size": (54, 1)}
 
 
+def test_only_measures_the_metrics_asked_for(distilled, capsys):
+    row = row_of(capsys, ["--package", str(distilled / "tiny-pgsb"), *SMALL, "--only", "spread,alignment"])
+    assert set(row) == {"model", "backbone", "method", "sampler", "student_checkpoint", "steps", "alignment",
+                        "clip_score", "ms_per_image", "spread", "threads", "device"}
+    with pytest.raises(SystemExit):
+        evaluate.main(["--package", str(distilled / "tiny-pgsb"), "--only", "speed"])
+
+
 def test_a_teacher_row_samples_with_ddim_and_cfg(distilled, capsys):
     row = row_of(capsys, ["--teacher", str(distilled / "teacher-unet-v.pt"), "--clip", str(distilled / "clip.pt"),
                           "--vae", str(distilled / "vae.pt"), "--cfg", "3", "--steps", "2", "--nasa-scale", "0.5",
