@@ -1,6 +1,6 @@
 // Every error the service can answer with, in one table. Core modules (engine, batcher, registry) throw these
 // too: they carry a code and a status but know nothing of Fastify. The HTTP error handler turns any of them into
-// the one body shape of api.md: { statusCode, code, error, message }.
+// the one body shape of docs/design/http-api.md: { statusCode, code, error, message }.
 import createError from '@fastify/error';
 
 export const errors = {

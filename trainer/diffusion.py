@@ -3,8 +3,8 @@
 Schedule (contracts.md): Stable Diffusion's scaled-linear betas, beta_start 0.00085, beta_end 0.012, 1000 steps;
 alpha_bar_t = prod(1 - beta); sigma_t^2 = 1 - alpha_bar_t. With a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t):
     x_t = a x0 + s eps          v = a eps - s x0          x0 = a x_t - s v          eps = s x_t + a v
-CFG (method.md): pred(x, t, y, kappa) = pred(x, t, "") + kappa * (pred(x, t, y) - pred(x, t, "")), applied to the
-model's own output (eps or v: the conversions are linear in it, so this equals CFG on eps).
+CFG (docs/design/method.md): pred(x, t, y, kappa) = pred(x, t, "") + kappa * (pred(x, t, y) - pred(x, t, "")),
+applied to the model's own output (eps or v: the conversions are linear in it, so this equals CFG on eps).
 """
 import math
 from typing import Optional, Sequence

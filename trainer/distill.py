@@ -1,5 +1,5 @@
 """Distil a teacher into a one-step student with Variational Score Distillation: SwiftBrush (fixed kappa) or PG-SB
-(random kappa), exactly as ../shared/design/method.md says; then export the student as a model package.
+(random kappa), exactly as docs/design/method.md says; then export the student as a model package.
 
     /usr/bin/python3 -m trainer.distill --config JOB.json --out models/<id> [--config more.json] [--key=value ...]
     /usr/bin/python3 -m trainer.distill --config trainer/configs/distill-unet-eps.json --out models/shapes-unet-eps-pgsb
@@ -14,7 +14,7 @@ teacher pi, a second copy with LoRA on every attention projection (trainer/lora.
 shapes-world stream `seed` (sample i of step s on rank r is index (s * world_size + r) * batch_size + i), as text
 states of the frozen tiny CLIP; "" is CFG's unconditional branch.
 
-One step (method.md):
+One step (docs/design/method.md):
   student: x0 = f_theta(z, y); t ~ U{20..980}; x_t = sqrt(alpha_bar_t) x0 + sigma_t eps;
            grad = sigma_t^2 (eps_psi(x_t, t, y, kappa_teacher) - eps_pi(x_t, t, y, kappa_lora)), NaN/inf -> 0;
            loss = 0.5 MSE(x0, stopgrad(x0 - grad)); gradient norm clipped at 1.0.
@@ -25,7 +25,7 @@ A v-prediction teacher (unet-v): the LoRA teacher trains on its own v target, an
 converted to eps (eps = sigma_t x_t + sqrt(alpha_bar_t) v) before the VSD difference; CFG is linear, so this equals
 CFG on eps.
 
-NASA-T (nasa_training_scale > 0, method.md's optional NASA in training): half the prompts are offered a negative
+NASA-T (nasa_training_scale > 0, docs/design/method.md: NASA in training): half the prompts are offered a negative
 prompt (training_negative: an attribute the caption leaves free, or one of the two objects it names; ~40% get one);
 the student runs NASA with that negative at alpha ~ U(0, nasa_training_scale), one draw per step (rows without a
 negative at 0, exactly the plain student), and both teachers' CFG takes the negative prompt as its unconditional
@@ -143,7 +143,7 @@ DEFAULTS = {k: v for k, v in dict(globals()).items()
 
 NEGATIVE_SHARE = 0.5  # NASA-T: the share of training prompts offered a negative prompt (the others: none, NASA at 0)
 MAX_NASA_TRAINING_SCALE = 10.0
-STUDENT_T_RANGE = (20, 980)  # the student step's t ~ U{20 .. 980} (method.md)
+STUDENT_T_RANGE = (20, 980)  # the student step's t ~ U{20 .. 980} (docs/design/method.md)
 FIXED_GUIDANCE = 4.5  # SwiftBrush's kappa
 RANDOM_GUIDANCE = {"unet-eps": (0.5, 4.0), "unet-v": (0.5, 4.0), "dit": (0.5, 3.0)}  # PG-SB's U(min, max)
 GUIDANCE_KEYS = {"fixed": {"fixed"}, "random": {"min", "max"}, "random-teacher-only": {"min", "max", "fixed"},

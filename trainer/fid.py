@@ -1,5 +1,5 @@
 """FID of the shapes world: the Frechet distance between Gaussians fitted to tiny-CLIP image embeddings of generated
-and of real images (shapes-world.md), on a fixed prompt set with fixed noise seeds.
+and of real images (docs/design/shapes-world.md), on a fixed prompt set with fixed noise seeds.
 
     reference = FidReference(clip, n=256)                  # real images: eval_sets.reference_images(n)
     prompts, seeds = reference.prompts, reference.seeds    # the captions of those real images, seeds FID_SEED + i

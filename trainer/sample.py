@@ -28,7 +28,7 @@ from trainer.models.dit import DiTArgs, PixArtTransformer2DModel
 from trainer.models.unet import UNet2DConditionModel, UNetArgs
 from trainer.models.vae import decode_latents, load_vae
 
-# backbone name -> (model class, args class, parameterization), the three teachers of shapes-world.md
+# backbone name -> (model class, args class, parameterization), the three teachers of docs/design/shapes-world.md
 BACKBONES = {
     "unet-eps": (UNet2DConditionModel, UNetArgs, "eps"),  # SD1.5-like
     "unet-v": (UNet2DConditionModel, UNetArgs, "v"),  # SD2.1-like

@@ -1,4 +1,4 @@
-// The facade the HTTP layer calls. One generate() reads top to bottom as the pipeline of product.md:
+// The facade the HTTP layer calls. One generate() reads top to bottom as the pipeline (README.md, Architecture):
 // check inputs -> tokenize -> embeddings (cache) -> batch -> generate -> encode image.
 import { performance } from 'node:perf_hooks';
 import type { BatchReport } from '../batching/micro-batcher.js';

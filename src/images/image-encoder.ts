@@ -15,7 +15,7 @@ export const CONTENT_TYPES: Record<ImageFormat, string> = {
 // level 1 is among the fastest, and its files are 12% (generated images) to 30% (flat shapes, ~390 bytes) larger than
 // level 6's (bench/lib/image-encoding.ts). The level matters at Stable Diffusion sizes: the bench's noisy 512x512
 // shapes took ~15 ms at level 1 against ~60 ms at level 6 (sharp's default, with adaptive filtering ~50 ms), for a
-// file 1.6x larger. CPU is what the serving machines run out of first (product.md: the HTTP path is the bottleneck),
+// file 1.6x larger. CPU is what the serving machines run out of first (docs/design/README.md),
 // not bytes on the wire.
 export const PNG_COMPRESSION_LEVEL = 1;
 

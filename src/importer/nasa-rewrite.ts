@@ -1,4 +1,4 @@
-// NASA (Negative-Away Steer Attention, method.md) added to an exported denoiser graph. Every text cross-attention
+// NASA (Negative-Away Steer Attention, docs/design/method.md) added to a denoiser graph. Every text cross-attention
 // gets a negative branch through its own projections: Z = Z+ - nasa_scale[b] * Z-, right before its output
 // projection, with Z- = softmax(Q K-^T s) V- and K-, V- computed from a new graph input
 // negative_encoder_hidden_states (same type as the conditioning input); nasa_scale is a new float32 [B] input.

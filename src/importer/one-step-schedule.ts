@@ -1,4 +1,4 @@
-// The constants of a one-step student's x0 formula, from a diffusers scheduler_config.json (method.md):
+// The constants of a one-step student's x0 formula, from a diffusers scheduler_config.json (docs/design/method.md):
 //   epsilon:       x0 = (z - sqrt(1 - abar_T) eps) / sqrt(abar_T)
 //   v_prediction:  x0 = sqrt(abar_T) z - sqrt(1 - abar_T) v
 //   sample:        x0 = the prediction

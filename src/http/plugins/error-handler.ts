@@ -1,4 +1,4 @@
-// Turns every error into the one body of api.md, { statusCode, code, error, message }, with a code from the one
+// Turns every error into the one body of docs/errors.md, { statusCode, code, error, message }, with a code from the one
 // table (src/errors.ts). Fastify's own errors (validation, body parsing, limits) are translated to our codes here;
 // an error that is neither ours nor Fastify's is a bug: 500 SNOOPI_INTERNAL, logged with its stack, never shown.
 // Node's HTTP parser refuses some requests before Fastify sees them (a request too slow to arrive, headers too

@@ -1,4 +1,4 @@
-// The admin routes of api.md: fine-tune jobs and model activation. Every route needs the bearer token; without a
+// Admin routes (docs/design/http-api.md): jobs and model activation. Every route needs the bearer token; without a
 // token configured they answer 404 as if absent. What depends on the files on disk (which backbones have a teacher,
 // which model ids are taken) and the rules a schema cannot say (min < max, guidance that fits the method) are
 // checked by the job manager; everything else here.

@@ -1,4 +1,4 @@
-// The one error body of api.md, shared by every route as the component schema `ErrorBody`, and the helper that
+// The one error body of docs/errors.md, shared by every route as the component schema `ErrorBody`, and the helper that
 // lists a route's error responses so that OpenAPI documents each of them.
 import { STATUS_CODES } from 'node:http';
 import { Type, type Static } from '@fastify/type-provider-typebox';

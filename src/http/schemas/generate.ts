@@ -1,4 +1,4 @@
-// POST /generate, exactly as api.md specifies it. Ranges that depend on the model (negative_scale's maximum, the
+// POST /generate (docs/design/http-api.md). Ranges that depend on the model (negative_scale's maximum, the
 // model id) are checked by the generation service, which knows the models; everything else is checked here.
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { errorResponses } from './error.js';
