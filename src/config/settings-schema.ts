@@ -19,6 +19,36 @@ export const SettingsSchema = Type.Object(
     adminToken: Type.Optional(
       Type.String({ minLength: 16, description: 'bearer token of the admin routes (unset: admin routes answer 404)' }),
     ),
+    apiKeys: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: 'a file of hashed API keys, one per line (docs/clients.md, API keys); /generate and /v1/* then need Authorization: Bearer <key> (unset: open to all)',
+      }),
+    ),
+    apiKeyRequestsPerMinute: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 60,
+      description: 'requests each API key may make per minute, unless its line in the key file says otherwise (429 beyond)',
+    }),
+    apiKeyImagesPerMinute: Type.Integer({
+      minimum: 1,
+      maximum: 10_000_000,
+      default: 240,
+      description: 'images each API key may ask for per minute, unless its line in the key file says otherwise (429 beyond)',
+    }),
+    imageUrlTtlMs: Type.Integer({
+      minimum: 1000,
+      maximum: 86_400_000,
+      default: 600_000,
+      description: 'how long the image URLs of a /v1/images/generations answer with response_format "url" stay valid',
+    }),
+    imageUrlBytes: Type.Integer({
+      minimum: MiB,
+      maximum: 16 * 1024 * MiB,
+      default: 64 * MiB,
+      description: 'bytes of images kept for those URLs; beyond it the oldest are dropped before they expire',
+    }),
     jobsDir: Type.String({ minLength: 1, default: join(repoRoot, 'runs', 'jobs'), description: 'fine-tune job records: one folder per job' }),
     baseModelsDir: Type.Optional(
       Type.String({ minLength: 1, description: 'teacher, CLIP and VAE checkpoints fine-tune jobs start from (unset: <models-dir>/base)' }),
@@ -144,6 +174,11 @@ export const settingSources: { readonly [K in SettingKey]: SettingSource } = {
   modelsDir: { env: 'SNOOPI_MODELS_DIR', flag: '--models-dir' },
   activeModel: { env: 'SNOOPI_ACTIVE_MODEL', flag: '--active-model' },
   adminToken: { env: 'SNOOPI_ADMIN_TOKEN', flag: '--admin-token' },
+  apiKeys: { env: 'SNOOPI_API_KEYS', flag: '--api-keys' },
+  apiKeyRequestsPerMinute: { env: 'SNOOPI_API_KEY_REQUESTS_PER_MINUTE', flag: '--api-key-requests-per-minute' },
+  apiKeyImagesPerMinute: { env: 'SNOOPI_API_KEY_IMAGES_PER_MINUTE', flag: '--api-key-images-per-minute' },
+  imageUrlTtlMs: { env: 'SNOOPI_IMAGE_URL_TTL_MS', flag: '--image-url-ttl-ms' },
+  imageUrlBytes: { env: 'SNOOPI_IMAGE_URL_BYTES', flag: '--image-url-bytes' },
   jobsDir: { env: 'SNOOPI_JOBS_DIR', flag: '--jobs-dir' },
   baseModelsDir: { env: 'SNOOPI_BASE_MODELS_DIR', flag: '--base-models-dir' },
   jobRunner: { env: 'SNOOPI_JOB_RUNNER', flag: '--job-runner' },

@@ -11,7 +11,7 @@ import { imageSeed, randomSeed, seededNoise } from '../noise/seeded-noise.js';
 import { ModelRegistry, type LoadedModel, type ModelRegistryOptions, type RegistryLog } from '../registry/model-registry.js';
 
 export const MAX_IMAGES_PER_REQUEST = 8;
-const MAX_SEED = 4294967295;
+export const MAX_SEED = 4294967295;
 const FORMATS: readonly ImageFormat[] = ['png', 'jpeg', 'webp'];
 
 export interface GenerateRequest {

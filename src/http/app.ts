@@ -10,6 +10,7 @@ import type { JobRunner } from '../jobs/job-runner.js';
 import type { InferenceService } from './inference-service.js';
 import { RequestLogController, serializeRequest } from './request-log.js';
 import adminJobs from './plugins/admin-jobs.js';
+import apiKeys from './plugins/api-keys.js';
 import docs from './plugins/docs.js';
 import errorHandler, { answerParserError } from './plugins/error-handler.js';
 import generation from './plugins/generation.js';
@@ -21,6 +22,7 @@ import generateRoutes from './routes/generate.js';
 import healthRoutes from './routes/health.js';
 import metricsRoute from './routes/metrics.js';
 import modelRoutes from './routes/models.js';
+import openAIRoutes from './routes/openai.js';
 import playgroundRoutes from './routes/playground.js';
 
 export interface BuildAppOptions {
@@ -96,11 +98,13 @@ export function buildApp(settings: Settings, service: InferenceService, options:
   app.register(loadShedding);
   app.register(adminJobs, options.jobRunner === undefined ? {} : { runner: options.jobRunner });
   app.register(metrics);
+  app.register(apiKeys);
   app.register(docs);
 
   app.register(healthRoutes);
   app.register(modelRoutes);
   app.register(generateRoutes);
+  app.register(openAIRoutes, { prefix: '/v1' });
   app.register(metricsRoute);
   app.register(playgroundRoutes);
   app.register(adminRoutes);

@@ -287,6 +287,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description Not Found */
                 404: {
                     headers: {
@@ -365,6 +374,408 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/generations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate images (OpenAI's POST /v1/images/generations)
+         * @description OpenAI's Images API: the official clients call it with a base URL of <server>/v1. The negative prompt, its scale and the seed are extra body fields. Answers with base64 images, or with URLs served by this process.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            /** @description OpenAI's image generation request, with this service's negative_prompt, negative_scale and seed */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description tokenized to the model's max length */
+                        prompt: string;
+                        /** @description an id from GET /v1/models; default: the active model */
+                        model?: string;
+                        /**
+                         * @description image i uses seed + i
+                         * @default 1
+                         */
+                        n?: number;
+                        /**
+                         * @description WIDTHxHEIGHT: the model's resolution (GET /models, image) or auto; any other size is a 400, never a resize
+                         * @default auto
+                         */
+                        size?: string;
+                        /**
+                         * @description url: links to GET /v1/images/files/{name}, valid for SNOOPI_IMAGE_URL_TTL_MS (default 10 minutes)
+                         * @default b64_json
+                         * @enum {string}
+                         */
+                        response_format?: "b64_json" | "url";
+                        /**
+                         * @default png
+                         * @enum {string}
+                         */
+                        output_format?: "png" | "jpeg" | "webp";
+                        /** @description jpeg and webp only: the encoder's quality, 1..100; default 90 */
+                        output_compression?: number;
+                        /**
+                         * @description accepted for compatibility; one denoiser step either way
+                         * @enum {string}
+                         */
+                        quality?: "auto" | "standard" | "hd" | "low" | "medium" | "high";
+                        /** @description accepted for compatibility; not used */
+                        user?: string;
+                        /**
+                         * @description applied with NASA in cross-attention
+                         * @default
+                         */
+                        negative_prompt?: string;
+                        /** @description NASA scale, 0..the model's nasa.max_scale; 0 disables NASA; default: the model's nasa.default_scale with a negative prompt, else 0 */
+                        negative_scale?: number;
+                        /** @description default: random; image i uses seed + i (mod 2^32); always echoed */
+                        seed?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description the generated images */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description unix time, seconds */
+                            created: number;
+                            data: {
+                                /** @description the encoded image, base64 (response_format b64_json) */
+                                b64_json?: string;
+                                /** @description where to fetch the image until it expires (response_format url) */
+                                url?: string;
+                                /** @description the seed of this image (an extension of this service) */
+                                seed: number;
+                            }[];
+                            /** @enum {string} */
+                            output_format: "png" | "jpeg" | "webp";
+                            /** @description WIDTHxHEIGHT of the images */
+                            size: string;
+                        };
+                    };
+                };
+                /** @description Bad Request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Payload Too Large */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Unsupported Media Type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Too Many Requests */
+                429: {
+                    headers: {
+                        /** @description seconds to wait before retrying */
+                        "retry-after"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Service Unavailable */
+                503: {
+                    headers: {
+                        /** @description seconds to wait before retrying */
+                        "retry-after"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Gateway Timeout */
+                504: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/files/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An image of a response_format "url" answer
+         * @description No API key needed: the name is 128 random bits. Gone once expired or dropped for room (404).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description as in the url of the answer */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the image */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "image/png": string;
+                        "image/jpeg": string;
+                        "image/webp": string;
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The registered models (OpenAI's GET /v1/models) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description every registered model */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @enum {string} */
+                            object: "list";
+                            data: {
+                                /** @description a model id, as in GET /models */
+                                id: string;
+                                /** @enum {string} */
+                                object: "model";
+                                /** @description unix time, seconds, at which this server first listed the model */
+                                created: number;
+                                owned_by: string;
+                            }[];
+                        };
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Too Many Requests */
+                429: {
+                    headers: {
+                        /** @description seconds to wait before retrying */
+                        "retry-after"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One registered model (OpenAI's GET /v1/models/{id}) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the model */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description a model id, as in GET /models */
+                            id: string;
+                            /** @enum {string} */
+                            object: "model";
+                            /** @description unix time, seconds, at which this server first listed the model */
+                            created: number;
+                            owned_by: string;
+                        };
+                    };
+                };
+                /** @description Unauthorized */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Not Found */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Too Many Requests */
+                429: {
+                    headers: {
+                        /** @description seconds to wait before retrying */
+                        "retry-after"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+                /** @description Internal Server Error */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAIError"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1019,6 +1430,25 @@ export interface components {
             error: string;
             /** @description what went wrong, for humans */
             message: string;
+        };
+        /** @description Every error answer under /v1 has this body, OpenAI's */
+        OpenAIError: {
+            error: {
+                /** @description what went wrong, for humans */
+                message: string;
+                /**
+                 * @description invalid_request_error (4xx), rate_limit_error (429) or server_error (5xx)
+                 * @example invalid_request_error
+                 */
+                type: string;
+                /** @description the request field at fault, when there is one */
+                param: string | null;
+                /**
+                 * @description this service's stable error code (docs/errors.md)
+                 * @example SNOOPI_VALIDATION
+                 */
+                code: string;
+            };
         };
     };
     responses: never;

@@ -6,6 +6,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { packageInfo } from '../../config/paths.js';
 import { ErrorBody } from '../schemas/error.js';
+import { OpenAIErrorBody } from '../schemas/openai.js';
 
 /** `value` without the serializer hint format: 'unsafe' (see schemas/generate.ts), which means nothing to clients. */
 function withoutSerializerHints(value: unknown): unknown {
@@ -21,6 +22,7 @@ function withoutSerializerHints(value: unknown): unknown {
 export default fp(
   async function docs(app: FastifyInstance) {
     app.addSchema(ErrorBody);
+    app.addSchema(OpenAIErrorBody);
     await app.register(swagger, {
       openapi: {
         openapi: '3.0.3',
@@ -29,10 +31,16 @@ export default fp(
         tags: [
           { name: 'generate', description: 'text to image' },
           { name: 'models', description: 'the model registry' },
+          { name: 'openai', description: "OpenAI's Images and Models APIs: OpenAI's clients work with a base URL of <server>/v1" },
           { name: 'operations', description: 'health, readiness and metrics' },
           { name: 'admin', description: 'fine-tune jobs and model activation (bearer token; 404 when no token is configured)' },
         ],
-        components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'SNOOPI_ADMIN_TOKEN' } } },
+        components: {
+          securitySchemes: {
+            bearerAuth: { type: 'http', scheme: 'bearer', description: 'SNOOPI_ADMIN_TOKEN' },
+            apiKey: { type: 'http', scheme: 'bearer', description: 'an API key of SNOOPI_API_KEYS; only when the server has keys (else open)' },
+          },
+        },
       },
       // Shared schemas keep their $id as their name under components.schemas.
       refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },

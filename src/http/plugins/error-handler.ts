@@ -106,8 +106,9 @@ export default fp(
       // Refusals under load or while starting or stopping (503, 504) are expected; other 5xx are failures.
       if (status >= 500 && status !== 503 && status !== 504) request.log.error({ err: error, code: answer.code }, answer.message);
       else request.log.info({ code: answer.code, status }, answer.message);
+      // A refusal that knows when to come back (a per-key rate limit: plugins/api-keys.ts) has set Retry-After itself.
       const retryAfter = retryAfterSeconds[status];
-      if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
+      if (retryAfter !== undefined && !reply.hasHeader('retry-after')) reply.header('retry-after', String(retryAfter));
       reply.code(status).type('application/json; charset=utf-8').send(answerBody(answer, request));
     });
 

@@ -2,7 +2,7 @@
 // service; this route only speaks HTTP: choose the representation, run, answer.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { errors } from '../../errors.js';
+import { disconnectSignal } from '../client-disconnect.js';
 import { chooseRepresentation } from '../content-negotiation.js';
 import { generateSchema, type GenerateBody } from '../schemas/generate.js';
 import type { GenerateResult } from '../inference-service.js';
@@ -24,20 +24,15 @@ async function appendSerialiseTiming(_request: FastifyRequest, reply: FastifyRep
 }
 
 const generateRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.post('/generate', { schema: generateSchema, config: { inference: true }, onSend: appendSerialiseTiming }, async (request, reply) => {
+  const config = { inference: true, apiKey: { images: (request: FastifyRequest) => (request.body as GenerateBody).num_images } };
+  app.post('/generate', { schema: generateSchema, config, onSend: appendSerialiseTiming }, async (request, reply) => {
     const receiveMs = reply.elapsedTime;
     const body = request.body as GenerateBody;
 
     // 1. Decide JSON or raw image first: a 406 must not cost a generation.
     const representation = chooseRepresentation(request.headers.accept, body.format, body.num_images);
 
-    // 2. A client that goes away before its batch runs is dropped from the batch.
-    const disconnected = new AbortController();
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) disconnected.abort(errors.SNOOPI_CLIENT_DISCONNECTED());
-    });
-
-    // 3. Generate.
+    // 2. Generate; a client that goes away before its batch runs is dropped from the batch.
     const result = await app.generation.generate({
       prompt: body.prompt,
       negativePrompt: body.negative_prompt,
@@ -47,10 +42,10 @@ const generateRoutes: FastifyPluginAsyncTypebox = async (app) => {
       model: body.model,
       format: representation.format,
       quality: body.quality,
-      signal: disconnected.signal,
+      signal: disconnectSignal(reply),
     });
 
-    // 4. Answer.
+    // 3. Answer.
     answeredAt.set(reply, reply.elapsedTime);
     reply.header('server-timing', serverTiming(receiveMs, result.timings));
     if (representation.kind === 'image') {

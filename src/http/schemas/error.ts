@@ -20,15 +20,18 @@ export const retryAfterSeconds: Readonly<Record<number, number>> = { 429: 1, 503
 
 const RetryAfterHeader = Type.Integer({ description: 'seconds to wait before retrying', minimum: 0 });
 
-/** Response schemas for the given error statuses: the ErrorBody, plus Retry-After where the status carries it. */
-export function errorResponses(...statuses: number[]) {
+/** Response schemas for the given error statuses: the body schema `bodyId`, plus Retry-After where the status carries it. */
+export function errorResponsesWith(bodyId: string, ...statuses: number[]) {
   const responses: Record<number, unknown> = {};
   for (const status of statuses) {
     responses[status] = {
       description: STATUS_CODES[status],
       ...(retryAfterSeconds[status] === undefined ? {} : { headers: { 'retry-after': RetryAfterHeader } }),
-      ...Type.Ref('ErrorBody'),
+      ...Type.Ref(bodyId),
     };
   }
   return responses;
 }
+
+/** Response schemas for the given error statuses with the ErrorBody. */
+export const errorResponses = (...statuses: number[]) => errorResponsesWith('ErrorBody', ...statuses);

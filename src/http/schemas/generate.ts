@@ -1,22 +1,27 @@
 // POST /generate (docs/design/http-api.md). Ranges that depend on the model (negative_scale's maximum, the
 // model id) are checked by the generation service, which knows the models; everything else is checked here.
 import { Type, type Static } from '@fastify/type-provider-typebox';
+import { MAX_IMAGES_PER_REQUEST, MAX_SEED } from '../../generation/generation-service.js';
 import { errorResponses } from './error.js';
+import { apiKeySecurity } from './security.js';
 
 export const imageFormats = ['png', 'jpeg', 'webp'] as const;
 export type ImageFormat = (typeof imageFormats)[number];
+export const MAX_PROMPT_LENGTH = 2000;
+/** The jpeg and webp encoders' quality: its range and the default of both APIs. */
+export const imageQuality = { minimum: 1, maximum: 100, default: 90 } as const;
 
 export const GenerateBody = Type.Object(
   {
-    prompt: Type.String({ minLength: 1, maxLength: 2000, description: "tokenized to the model's max length; see truncated" }),
+    prompt: Type.String({ minLength: 1, maxLength: MAX_PROMPT_LENGTH, description: "tokenized to the model's max length; see truncated" }),
     negative_prompt: Type.Optional(Type.String({ maxLength: 2000, default: '', description: 'applied with NASA in cross-attention' })),
     negative_scale: Type.Optional(
       Type.Number({ minimum: 0, description: "NASA scale, 0..the model's nasa.max_scale; 0 disables NASA; default: the model's nasa.default_scale with a negative prompt, else 0" }),
     ),
     seed: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: 4294967295, description: 'default: random; image i uses seed + i (mod 2^32); always echoed' }),
+      Type.Integer({ minimum: 0, maximum: MAX_SEED, description: 'default: random; image i uses seed + i (mod 2^32); always echoed' }),
     ),
-    num_images: Type.Optional(Type.Integer({ minimum: 1, maximum: 8, default: 1 })),
+    num_images: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_IMAGES_PER_REQUEST, default: 1 })),
     model: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'an id from GET /models; default: the active model' })),
     format: Type.Optional(
       Type.Enum(imageFormats, {
@@ -24,7 +29,7 @@ export const GenerateBody = Type.Object(
         description: 'default: the image type named in Accept, else png. A format that conflicts with Accept is a 406',
       }),
     ),
-    quality: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 90, description: 'jpeg and webp only; png is lossless' })),
+    quality: Type.Optional(Type.Integer({ ...imageQuality, description: 'jpeg and webp only; png is lossless' })),
   },
   { additionalProperties: false },
 );
@@ -79,6 +84,7 @@ export const generateSchema = {
   description:
     'Answers JSON with base64 images. With Accept: image/png, image/jpeg or image/webp and num_images 1 the body is ' +
     'the image itself, with headers X-Seed, X-Model and Server-Timing.',
+  security: apiKeySecurity,
   body: GenerateBody,
   response: {
     200: {
@@ -99,6 +105,6 @@ export const generateSchema = {
         'image/webp': { schema: RawImage },
       },
     },
-    ...errorResponses(400, 404, 406, 413, 415, 429, 500, 503, 504),
+    ...errorResponses(400, 401, 404, 406, 413, 415, 429, 500, 503, 504),
   },
 } as const;
