@@ -4,7 +4,7 @@ import os
 
 
 def _use_avx512_blas_kernels():
-    """Debian's OpenBLAS does not recognise these Xeons and falls back to generic kernels: matrix products 7x slower
+    """Debian's OpenBLAS does not recognise these Xeons and falls back to generic kernels: matrix products far slower
     than its SkylakeX kernels on the same cores (trainer/README.md, Framework: BLAS on this machine). OpenBLAS reads
     OPENBLAS_CORETYPE once, when torch loads it, so it is set here, before any trainer module imports torch. A value
     already in the environment wins; CPUs without AVX-512 keep OpenBLAS's own choice."""

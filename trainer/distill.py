@@ -26,7 +26,7 @@ converted to eps (eps = sigma_t x_t + sqrt(alpha_bar_t) v) before the VSD differ
 CFG on eps.
 
 NASA-T (nasa_training_scale > 0, docs/design/method.md: NASA in training): half the prompts are offered a negative
-prompt (training_negative: an attribute the caption leaves free, or one of the two objects it names; ~40% get one);
+prompt (training_negative: an attribute the caption leaves free, or one of the two objects it names; trainer/README.md);
 the student runs NASA with that negative at alpha ~ U(0, nasa_training_scale), one draw per step (rows without a
 negative at 0, exactly the plain student), and both teachers' CFG takes the negative prompt as its unconditional
 branch. The LoRA teacher still learns the student's samples given the caption alone (as in VSD without NASA); its
@@ -372,8 +372,8 @@ def training_negative(caption: str, rng: random.Random) -> str:
     of the two objects a caption names ("blue square" for "a red circle and a blue square", where no phrase of one
     could describe the other); "" (no negative) for 1 - NEGATIVE_SHARE of the captions and for a caption that leaves
     nothing free. A removal negative names what the caption asks for; the teachers' CFG with it as the unconditional
-    branch still removes it: 95% negative-prompt success for the unet-v teacher, half of the pairs removals
-    (docs/results.md, Negative prompts)."""
+    branch still removes it (docs/results.md, Negative prompts: the teachers' CFG-negative column, half of whose pairs
+    are removals)."""
     if rng.random() >= NEGATIVE_SHARE:
         return ""
     named = judge.parse_caption(caption)

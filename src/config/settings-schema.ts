@@ -99,9 +99,9 @@ export const SettingsSchema = Type.Object(
       default: DEFAULT_INTRA_OP_WAIT,
       description:
         "how the generator's idle onnxruntime intra-op threads wait for work (the text encoder's always sleep): " +
-        'block (sleep), spin-in-call (busy-wait while a call runs, stop when it returns: ~15% faster calls on 2 ' +
-        'cores for a few ms more CPU per isolated request), or spin (busy-wait after calls too: about 45 ms more ' +
-        'CPU per isolated request); see the README, Performance',
+        'block (sleep), spin-in-call (busy-wait while a call runs, stop when it returns: faster calls for a little ' +
+        'more CPU per isolated request), or spin (busy-wait after calls too: the most CPU per isolated request); ' +
+        'measured in the README, Performance',
     }),
     maxBatch: Type.Integer({ minimum: 1, maximum: 1024, default: 16, description: 'most images in one generator call' }),
     maxLoadedModels: Type.Integer({

@@ -277,9 +277,8 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   if (options.intraOpWait !== undefined) settings.intraOpWait = options.intraOpWait;
 
   // The text encoder's threads always sleep when idle: its calls are short, many small operators, and run beside
-  // generator batches, where threads spinning between its operators take the generator's cores. All-unique prompts
-  // at 64 connections on the 2-core dev machine, two interleaved rounds: 111 / 105 req/s with this, 94 / 98 with
-  // both graphs spin-in-call, 92 / 96 with both block.
+  // generator batches, where threads spinning between its operators take the generator's cores (measured with
+  // all-unique prompts: README.md, Performance).
   const textEncoderSettings: Partial<SessionSettings> = { ...settings, intraOpWait: 'block' };
 
   const startedAt = performance.now();

@@ -8,10 +8,9 @@
  * - spin-in-call (default): they busy-wait while a call runs and stop when it returns
  *   (session.force_spinning_stop), so they spin only between the operators of one call.
  * - spin: they busy-wait, also for a while after each call, burning CPU between isolated requests.
- * Measured on the 2-core dev machine with the trained default model (one process, the two sessions' calls
- * interleaved): spin-in-call against block 11.4 / 13.9 ms against 13.0 / 17.5 ms at batch 1 and 113 / 109 against
- * 97 / 92 img/s at batch 16 (two runs); CPU per isolated batch-1 call 26-30 ms against 23 ms (block) and 71 ms (spin).
- * `npm run bench` compares them (engine section and the service configurations).
+ * spin-in-call is the default: it keeps the threads awake between the operators of a call, where waking them again
+ * costs most, without spending CPU between requests. The measurements are in the README's Performance section;
+ * `npm run bench` compares the three (engine section, and the service's block and spin configurations).
  */
 export const INTRA_OP_WAITS = ['block', 'spin-in-call', 'spin'] as const;
 export type IntraOpWait = (typeof INTRA_OP_WAITS)[number];

@@ -11,18 +11,16 @@ export const CONTENT_TYPES: Record<ImageFormat, string> = {
   webp: 'image/webp',
 };
 
-// zlib level 1 without adaptive filtering, for both PNG encoders. At 64x64 sharp's per-call cost dominates: every level takes 0.55-0.9 ms,
-// level 1 is among the fastest, and its files are 12% (generated images) to 30% (flat shapes, ~390 bytes) larger than
-// level 6's (bench/lib/image-encoding.ts). The level matters at Stable Diffusion sizes: the bench's noisy 512x512
-// shapes took ~15 ms at level 1 against ~60 ms at level 6 (sharp's default, with adaptive filtering ~50 ms), for a
-// file 1.6x larger. CPU is what the serving machines run out of first (docs/design/README.md),
-// not bytes on the wire.
+// zlib level 1 without adaptive filtering, for both PNG encoders: CPU is what the serving machines run out of first
+// (docs/design/README.md), not bytes on the wire. At 64x64 sharp's fixed cost per call dominates; at Stable
+// Diffusion sizes level 1 takes a fraction of the time of higher levels, for a larger file. The sweep behind
+// this choice: bench/results/full/report.md, Image encoding (`npm run bench:full`).
 export const PNG_COMPRESSION_LEVEL = 1;
 
-// PNGs up to this many pixels are written by png-writer.ts, synchronously: at 64x64 it takes a third or less of
-// sharp's time, where sharp's fixed cost per call (pipeline setup, two thread-pool hops) dominates, and at 128x128
-// still less. By 256x256 the two are even and at 512x512 sharp is faster, and it keeps the event loop free meanwhile
-// (bench/lib/image-encoding.ts, --full: "png crossover"). Files are smaller than sharp's at the same zlib level.
+// PNGs up to this many pixels are written by png-writer.ts, synchronously: for small images sharp's fixed cost per
+// call (pipeline setup, two thread-pool hops) outweighs the encoding itself. Large images go to sharp, faster there,
+// and off the event loop. The limit sits below the crossover the bench measures (bench/results/full/report.md, Image
+// encoding: "png crossover"). png-writer's files are smaller than sharp's at the same zlib level.
 export const PNG_WRITER_MAX_PIXELS = 128 * 128;
 
 export interface EncodedImage {
