@@ -305,7 +305,7 @@ def test_the_module_exits_2_on_bad_jobs(checkpoints, tmp_path):
 
 
 def test_a_non_finite_loss_exits_1_with_a_message(checkpoints, tmp_path, monkeypatch, capsys):
-    def diverged(self, *args):
+    def diverged(self, *args, **kwargs):
         return {"loss_student": float("nan"), "loss_lora": 1.0, "student_grad_norm": 0.0}
 
     monkeypatch.setattr(distill.Distillation, "step", diverged)
@@ -580,7 +580,7 @@ def test_warm_start_pairs_are_the_teachers_ddim_samples_cached_per_teacher_seed_
     assert pairs.prompts == [shapes.sample_scene(3, i)[1] for i in range(5)]
     expected = diffusion.ddim_sample(teacher, text_encoder(pairs.prompts[:2]), text_encoder.empty(),
                                      warm_start.GUIDANCE, warm_start.DDIM_STEPS, noise=pairs.noise[:2])
-    assert torch.allclose(pairs.latents[:2], expected, atol=1e-5)
+    assert torch.allclose(pairs.latents[:2], expected, rtol=1e-4, atol=1e-4)  # batch 5 vs 2: other GEMM blocking
     prompts, noise, latents = pairs.batch(3, 7, 0, 1, 4, "cpu")
     again = pairs.batch(3, 7, 0, 1, 4, "cpu")
     assert prompts == again[0] and torch.equal(noise, again[1]) and torch.equal(latents, again[2])
