@@ -1,15 +1,17 @@
 // The web playground (GET /, web/), end to end in a real browser: Debian's Chromium, headless, driven by
-// playwright-core, against the live server on a real socket. It types a prompt, generates, and waits for the images
-// to decode; then a request the server refuses must show the API's error. The page must log no error (a Content-
-// Security-Policy violation would). The screenshot goes to docs/screenshots/playground.png with
+// playwright-core, against the live server on a real socket, which has API keys. Without a key the page shows the
+// API's 401; with one it types a prompt, generates, and waits for the images to decode; then a request the server
+// refuses must show the API's error, and the OpenAI-compatible route must give the same images. The page must log no
+// error but the refusals' (a Content-Security-Policy violation would). The screenshot goes to docs/screenshots/playground.png with
 // SNOOPI_UPDATE_SCREENSHOTS=1, else to a temporary folder (its timings change every run).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
+import { apiKeyDigest } from '../src/auth/api-keys.js';
 import { repoRoot } from '../src/config/paths.js';
 import { build } from './helpers/build.js';
 
@@ -35,10 +37,12 @@ test('GET / serves the playground page, its script and its style, with a strict 
 
 test('the playground generates images and shows errors, in a real browser', async (t) => {
   assert.ok(existsSync(chromiumPath), `${chromiumPath} is missing: scripts/setup.sh installs Debian's chromium`);
-  const { url, service } = await build(t, { listen: true });
+  const scratch = await mkdtemp(join(tmpdir(), 'snoopi-playground-'));
+  const apiKey = 'playground-test-key-0123456789';
+  await writeFile(join(scratch, 'api-keys.txt'), `playground ${apiKeyDigest(apiKey)}\n`);
+  const { url, service } = await build(t, { listen: true, settings: { apiKeys: join(scratch, 'api-keys.txt') } });
   // playwright gives the browser a new empty profile of its own.
   const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: chromiumArgs });
-  const scratch = await mkdtemp(join(tmpdir(), 'snoopi-playground-'));
   t.after(async () => {
     await browser.close();
     await rm(scratch, { recursive: true, force: true });
@@ -56,6 +60,14 @@ test('the playground generates images and shows errors, in a real browser', asyn
   assert.equal(await page.inputValue('#model'), active);
   const { data: models } = (await (await fetch(`${url}/models`)).json()) as { data: { id: string; nasa: { max_scale: number } }[] };
   assert.equal(await page.getAttribute('#scale', 'max'), String(models.find((model) => model.id === active)!.nasa.max_scale));
+
+  await t.test('without the API key the server asks for, the page shows its 401', async () => {
+    await page.fill('#prompt', 'a red circle above a blue square');
+    await page.click('#generate');
+    await page.waitForSelector('#error:not([hidden])');
+    assert.equal(await page.textContent('#error-code'), 'SNOOPI_INVALID_API_KEY');
+    await page.fill('#api-key', apiKey);
+  });
 
   await t.test('generate: four images, each with its seed, and the timings', async () => {
     await page.fill('#prompt', 'a red circle above a blue square');
@@ -82,7 +94,7 @@ test('the playground generates images and shows errors, in a real browser', asyn
     assert.equal(await page.isHidden('#empty'), true);
 
     const path = process.env.SNOOPI_UPDATE_SCREENSHOTS === '1' ? join(repoRoot, 'docs', 'screenshots', 'playground.png') : join(scratch, 'playground.png');
-    const png = await page.screenshot({ path });
+    const png = await page.screenshot({ path, fullPage: true });
     assert.deepEqual([...png.subarray(1, 4)], [...Buffer.from('PNG')]);
   });
 
@@ -101,5 +113,31 @@ test('the playground generates images and shows errors, in a real browser', asyn
     assert.deepEqual(await page.$$eval('#grid .seed', (seeds) => seeds.map((seed) => seed.textContent)), ['seed 7']);
   });
 
-  assert.deepEqual(pageErrors.filter((text) => !/status of 400/.test(text)), [], 'the page logged errors');
+  await t.test('the OpenAI-compatible route gives the same images, and its errors in OpenAI shape', async () => {
+    const imageSources = () => page.$$eval('#grid img', (images) => images.map((image) => (image as HTMLImageElement).src));
+    await page.selectOption('#num-images', '2');
+    await page.click('#generate');
+    await page.waitForFunction(() => document.querySelectorAll('#grid img').length === 2);
+    const native = await imageSources();
+
+    await page.selectOption('#api', 'openai');
+    await page.evaluate(() => document.querySelector('#grid')!.replaceChildren());
+    await page.click('#generate');
+    await page.waitForFunction(() => {
+      const images = [...document.querySelectorAll<HTMLImageElement>('#grid img')];
+      return images.length === 2 && images.every((image) => image.complete && image.naturalWidth === 64);
+    });
+    assert.deepEqual(await imageSources(), native);
+    assert.deepEqual(await page.$$eval('#grid .seed', (seeds) => seeds.map((seed) => seed.textContent)), ['seed 7', 'seed 8']);
+    assert.deepEqual(await page.$$eval('#timings dt', (names) => names.map((name) => name.textContent)), ['round trip']);
+    assert.equal(await page.textContent('#notes'), `model ${active} · OpenAI-compatible answer · size 64x64`);
+
+    await page.fill('#seed', '-3');
+    await page.click('#generate');
+    await page.waitForSelector('#error:not([hidden])');
+    assert.equal(await page.textContent('#error-code'), 'SNOOPI_VALIDATION');
+    assert.equal(await page.textContent('#error-message'), 'Invalid request: body/seed must be integer');
+  });
+
+  assert.deepEqual(pageErrors.filter((text) => !/status of 40[01]/.test(text)), [], 'the page logged errors');
 });

@@ -1,19 +1,25 @@
 // The TypeScript SDK (clients/typescript, @snoopi/client) against the live server on a real socket: images, a typed
-// error, the model list, the admin routes.
+// error, the model list, the OpenAI-compatible routes with an API key, the admin routes.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { SnoopiError, createClient } from '../clients/typescript/src/index.js';
+import { apiKeyDigest } from '../src/auth/api-keys.js';
 import { build } from './helpers/build.js';
 
 const adminToken = 'sdk-test-token-0123456789abcdef';
 
-async function server(t: TestContext) {
+const apiKey = 'sdk-test-api-key-0123456789';
+
+/** A server with the admin token; with `keys`, also with an API key file holding `apiKey` (named sdk). */
+async function server(t: TestContext, keys = false) {
   const jobsDir = await mkdtemp(join(tmpdir(), 'snoopi-sdk-jobs-'));
   t.after(() => rm(jobsDir, { recursive: true, force: true }));
-  return build(t, { listen: true, settings: { adminToken, jobsDir } });
+  const apiKeys = join(jobsDir, 'api-keys.txt');
+  await writeFile(apiKeys, `sdk ${apiKeyDigest(apiKey)}\n`);
+  return build(t, { listen: true, settings: { adminToken, jobsDir, ...(keys ? { apiKeys } : {}) } });
 }
 
 /** Width and height from a PNG's IHDR chunk. */
@@ -62,13 +68,34 @@ test('errors are typed: status, code, message and the whole error body', async (
   const unknownModel = await rejection(client.generate({ prompt: 'a circle', model: 'no-such-model' }));
   assert.equal(unknownModel.status, 404);
   assert.equal(unknownModel.code, 'SNOOPI_MODEL_NOT_FOUND');
-  assert.deepEqual(Object.keys(unknownModel.body ?? {}).sort(), ['code', 'error', 'message', 'statusCode']);
-  assert.equal(unknownModel.body?.statusCode, 404);
+  assert.deepEqual(unknownModel.body, { statusCode: 404, code: 'SNOOPI_MODEL_NOT_FOUND', error: 'Not Found', message: unknownModel.message });
   assert.match(unknownModel.message, /no-such-model/);
 
   const invalid = await rejection(client.generate({ prompt: 'a circle', num_images: 9 }));
   assert.deepEqual([invalid.status, invalid.code], [400, 'SNOOPI_VALIDATION']);
   assert.match(invalid.message, /num_images/);
+});
+
+test('the OpenAI-compatible routes with an API key: images, models, OpenAI-shaped errors; the admin token still goes to admin routes', async (t) => {
+  const { url, service } = await server(t, true);
+  const client = createClient(url, { apiKey, token: adminToken });
+  const images = await client.openai.generateImages({ prompt: 'a red circle', negative_prompt: 'blue', seed: 9, n: 2 });
+  assert.deepEqual(images.data.map((image) => [image.seed, Object.keys(image).sort()]), [
+    [9, ['b64_json', 'seed']],
+    [10, ['b64_json', 'seed']],
+  ]);
+  assert.equal(images.size, '64x64');
+  const { data: models } = await client.openai.listModels();
+  assert.deepEqual(models.map((model) => model.id), service.listModels().map((model) => model.id));
+  assert.deepEqual(await client.openai.getModel(models[0]!.id), models[0]);
+  assert.deepEqual(await client.admin.listJobs(), { data: [] }, 'the admin token reached the admin route');
+
+  const tooMany = await rejection(client.openai.generateImages({ prompt: 'a red circle', n: 9 }));
+  assert.deepEqual([tooMany.status, tooMany.code, tooMany.message], [400, 'SNOOPI_VALIDATION', 'Invalid request: body/n must be <= 8']);
+  assert.deepEqual(tooMany.body, { error: { message: tooMany.message, type: 'invalid_request_error', param: 'n', code: 'SNOOPI_VALIDATION' } });
+
+  const keyless = await rejection(createClient(url, { token: adminToken }).generate({ prompt: 'a red circle' }));
+  assert.deepEqual([keyless.status, keyless.code], [401, 'SNOOPI_INVALID_API_KEY']);
 });
 
 test('models, health and readiness', async (t) => {

@@ -1,6 +1,7 @@
-// The playground: GET /models fills the model list and the NASA scale's range, the form posts to POST /generate,
-// the answer becomes an image grid with each image's seed and the request's timings. Plain ES module, no build step;
-// everything the page shows comes from the public API, nothing else.
+// The playground: GET /models fills the model list and the NASA scale's range, the form posts to POST /generate or to
+// the OpenAI-compatible POST /v1/images/generations (with an API key when the server has keys), and the answer
+// becomes an image grid with each image's seed and the request's timings. Plain ES module, no build step; everything
+// the page shows comes from the public API, nothing else.
 
 const $ = (id) => document.getElementById(id);
 const form = $('generate-form');
@@ -11,6 +12,8 @@ const scaleValue = $('scale-value');
 const seedInput = $('seed');
 const countInput = $('num-images');
 const modelInput = $('model');
+const apiInput = $('api');
+const keyInput = $('api-key');
 const generateButton = $('generate');
 
 const MAX_SEED = 4294967295;
@@ -20,18 +23,20 @@ let models = [];
 
 class ApiError extends Error {
   constructor(status, body) {
-    super(body?.message ?? `HTTP ${status}`);
+    // Under /v1 the message and the code are inside OpenAI's `error` object.
+    const details = typeof body?.error === 'object' ? body.error : body;
+    super(details?.message ?? `HTTP ${status}`);
     this.status = status;
-    this.code = body?.code ?? `HTTP ${status}`;
+    this.code = details?.code ?? `HTTP ${status}`;
   }
 }
 
 async function call(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body === undefined ? { accept: 'application/json' } : { 'content-type': 'application/json', accept: 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const headers = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const key = keyInput.value.trim();
+  if (key !== '') headers.authorization = `Bearer ${key}`;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
   let json;
   try {
@@ -104,8 +109,47 @@ async function loadModels() {
 
 // --- the request ---------------------------------------------------------------------------------------------------
 
-function requestBody() {
-  const body = { prompt: promptInput.value, num_images: Number(countInput.value), model: modelInput.value };
+// The two APIs the form can call: where, the field that counts images, and how to read the answer into the images
+// (seed, type, size, base64), the timings and the notes that the page shows.
+const apis = {
+  generate: {
+    path: '/generate',
+    countField: 'num_images',
+    read: (result) => ({
+      images: result.images,
+      timings: [
+        ['total', result.timings.total_ms],
+        ['queue', result.timings.queue_ms],
+        ['encode', result.timings.encode_ms],
+        ['generate', result.timings.generate_ms],
+        ['image', result.timings.image_ms],
+      ],
+      notes: [
+        `model ${result.model}`,
+        `batch of ${result.batch_size}`,
+        `NASA scale ${result.negative_scale}`,
+        ...(result.truncated ? ['prompt truncated to the model’s token limit'] : []),
+        ...(result.negative_truncated ? ['negative prompt truncated'] : []),
+      ],
+    }),
+  },
+  openai: {
+    path: '/v1/images/generations',
+    countField: 'n',
+    read: (result) => {
+      const [width, height] = result.size.split('x').map(Number);
+      const contentType = `image/${result.output_format}`;
+      return {
+        images: result.data.map((image) => ({ seed: image.seed, content_type: contentType, width, height, b64_json: image.b64_json })),
+        timings: [],
+        notes: [`model ${modelInput.value}`, 'OpenAI-compatible answer', `size ${result.size}`],
+      };
+    },
+  },
+};
+
+function requestBody(api) {
+  const body = { prompt: promptInput.value, [api.countField]: Number(countInput.value), model: modelInput.value };
   const negative = negativeInput.value.trim();
   if (negative !== '') {
     body.negative_prompt = negative;
@@ -127,10 +171,11 @@ async function generate() {
   hideError();
   generateButton.disabled = true;
   form.classList.add('busy');
+  const api = apis[apiInput.value];
   const started = performance.now();
   try {
-    const result = await call('POST', '/generate', requestBody());
-    showResult(result, performance.now() - started);
+    const result = await call('POST', api.path, requestBody(api));
+    showResult(api.read(result), performance.now() - started);
   } catch (error) {
     showError(error);
   } finally {
@@ -141,8 +186,8 @@ async function generate() {
 
 // --- showing the answer --------------------------------------------------------------------------------------------
 
-function showResult(result, roundTripMs) {
-  const figures = result.images.map((image) => {
+function showResult({ images, timings, notes }, roundTripMs) {
+  const figures = images.map((image) => {
     const figure = document.createElement('figure');
     figure.className = 'tile';
     const img = new Image(image.width, image.height);
@@ -169,17 +214,8 @@ function showResult(result, roundTripMs) {
   $('grid').replaceChildren(...figures);
   $('empty').hidden = true;
 
-  const t = result.timings;
-  const entries = [
-    ['total', t.total_ms],
-    ['queue', t.queue_ms],
-    ['encode', t.encode_ms],
-    ['generate', t.generate_ms],
-    ['image', t.image_ms],
-    ['round trip', roundTripMs],
-  ];
   $('timings').replaceChildren(
-    ...entries.flatMap(([name, ms]) => {
+    ...[...timings, ['round trip', roundTripMs]].flatMap(([name, ms]) => {
       const wrapper = document.createElement('div');
       const dt = document.createElement('dt');
       dt.textContent = name;
@@ -189,9 +225,6 @@ function showResult(result, roundTripMs) {
       return [wrapper];
     }),
   );
-  const notes = [`model ${result.model}`, `batch of ${result.batch_size}`, `NASA scale ${result.negative_scale}`];
-  if (result.truncated) notes.push('prompt truncated to the model’s token limit');
-  if (result.negative_truncated) notes.push('negative prompt truncated');
   $('notes').textContent = notes.join(' · ');
   $('summary').hidden = false;
 }

@@ -1,7 +1,8 @@
 // @snoopi/client: a typed client of the snoopi-serve HTTP API. The types are generated from openapi/openapi.json
 // (src/schema.d.ts, `npm run sdk`); the requests go through openapi-fetch. Each method resolves to the response body
 // of a 2xx answer and rejects with a SnoopiError that carries the API's error body ({ statusCode, code, error,
-// message }) otherwise. `http` is the underlying openapi-fetch client, typed by the same schema, for anything else.
+// message }, or OpenAI's { error: { message, type, param, code } } under /v1) otherwise. `http` is the underlying
+// openapi-fetch client, typed by the same schema, for anything else.
 import createFetchClient from 'openapi-fetch';
 import type { components, paths } from './schema.js';
 
@@ -21,22 +22,29 @@ export type FinetuneRequest = paths['/admin/finetune']['post']['requestBody']['c
 export type FinetuneJob = components['schemas']['FinetuneJob'];
 export type JobStatus = FinetuneJob['status'];
 export type Activation = JsonBody<paths['/admin/models/{id}/activate']['post']['responses'][200]>;
+export type OpenAIErrorBody = components['schemas']['OpenAIError'];
+export type ImageGenerationRequest = paths['/v1/images/generations']['post']['requestBody']['content']['application/json'];
+export type ImagesResponse = JsonBody<paths['/v1/images/generations']['post']['responses'][200]>;
+export type OpenAIModelList = JsonBody<paths['/v1/models']['get']['responses'][200]>;
+export type OpenAIModel = JsonBody<paths['/v1/models/{id}']['get']['responses'][200]>;
 
 /** A non-2xx answer. `code` is the API's stable error code (docs/errors.md), e.g. SNOOPI_QUEUE_FULL. */
 export class SnoopiError extends Error {
   override name = 'SnoopiError';
   readonly status: number;
   readonly code: string;
-  /** The error body, when the answer had one (a proxy in between may answer without it). */
-  readonly body: ErrorBody | undefined;
+  /** The error body, when the answer had one (a proxy in between may answer without it); OpenAI's shape under /v1. */
+  readonly body: ErrorBody | OpenAIErrorBody | undefined;
   /** Seconds to wait before retrying, from Retry-After (429 and 503 answers). */
   readonly retryAfter: number | undefined;
 
   constructor(response: Response, body: unknown) {
-    const errorBody = isErrorBody(body) ? body : undefined;
-    super(errorBody?.message ?? `HTTP ${response.status} ${response.statusText}`);
+    const errorBody = isErrorBody(body) || isOpenAIErrorBody(body) ? body : undefined;
+    // Under /v1 the message and the code are inside OpenAI's `error` object.
+    const details = isOpenAIErrorBody(errorBody) ? errorBody.error : errorBody;
+    super(details?.message ?? `HTTP ${response.status} ${response.statusText}`);
     this.status = response.status;
-    this.code = errorBody?.code ?? `HTTP_${response.status}`;
+    this.code = details?.code ?? `HTTP_${response.status}`;
     this.body = errorBody;
     const retryAfter = response.headers.get('retry-after');
     this.retryAfter = retryAfter === null || !/^\d+$/.test(retryAfter) ? undefined : Number(retryAfter);
@@ -47,9 +55,15 @@ function isErrorBody(body: unknown): body is ErrorBody {
   return typeof body === 'object' && body !== null && typeof (body as ErrorBody).code === 'string' && typeof (body as ErrorBody).message === 'string';
 }
 
+function isOpenAIErrorBody(body: unknown): body is OpenAIErrorBody {
+  return typeof body === 'object' && body !== null && isErrorBody((body as OpenAIErrorBody).error);
+}
+
 export interface ClientOptions {
   /** Bearer token of the admin routes (the server's SNOOPI_ADMIN_TOKEN). */
   token?: string;
+  /** An API key, for a server with SNOOPI_API_KEYS: sent to every route but the admin ones. */
+  apiKey?: string;
   /** Headers sent with every request. */
   headers?: Record<string, string>;
   /** A fetch implementation (default: the global fetch). */
@@ -97,9 +111,15 @@ async function* jobEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<Fine
 }
 
 export function createClient(baseUrl: string, options: ClientOptions = {}) {
-  const headers: Record<string, string> = { ...options.headers };
-  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
-  const http = createFetchClient<paths>({ baseUrl, headers, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) });
+  const http = createFetchClient<paths>({ baseUrl, headers: { ...options.headers }, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) });
+  // The admin token to the admin routes, the API key to the others: each credential goes only where it is asked for.
+  http.use({
+    onRequest({ request, schemaPath }) {
+      const credential = schemaPath.startsWith('/admin/') ? options.token : options.apiKey;
+      if (credential !== undefined) request.headers.set('authorization', `Bearer ${credential}`);
+      return request;
+    },
+  });
 
   async function unwrap<Data>(call: Promise<{ data?: Data; error?: unknown; response: Response }>): Promise<Data> {
     const { data, error, response } = await call;
@@ -141,6 +161,19 @@ export function createClient(baseUrl: string, options: ClientOptions = {}) {
 
     /** GET /readyz: resolves once the active model is loaded; rejects with SNOOPI_NOT_READY (503) before. */
     ready: (init: RequestOptions = {}) => unwrap(http.GET('/readyz', init)),
+
+    /**
+     * The OpenAI-compatible routes under /v1, typed by this SDK. OpenAI's own clients work there too, with a base URL
+     * of <server>/v1 (docs/clients.md); errors carry OpenAI's body.
+     */
+    openai: {
+      /** POST /v1/images/generations: OpenAI's request, plus negative_prompt, negative_scale and seed. */
+      generateImages: (body: ImageGenerationRequest, init: RequestOptions = {}) => unwrap(http.POST('/v1/images/generations', { body, ...init })),
+      /** GET /v1/models. */
+      listModels: (init: RequestOptions = {}) => unwrap(http.GET('/v1/models', init)),
+      /** GET /v1/models/{id}. */
+      getModel: (id: string, init: RequestOptions = {}) => unwrap(http.GET('/v1/models/{id}', { params: { path: { id } }, ...init })),
+    },
 
     /** The admin routes: they need the token (401 without it) and answer 404 on a server that has none set. */
     admin: {
