@@ -24,7 +24,8 @@ export const errors = {
   SNOOPI_UNSUPPORTED_MEDIA_TYPE: createError('SNOOPI_UNSUPPORTED_MEDIA_TYPE', 'Content-Type %s is not supported; send application/json', 415),
   SNOOPI_HEADERS_TOO_LARGE: createError('SNOOPI_HEADERS_TOO_LARGE', 'The request headers are larger than %s bytes', 431),
   SNOOPI_CLIENT_DISCONNECTED: createError('SNOOPI_CLIENT_DISCONNECTED', 'The client disconnected before its batch ran; the request was dropped', 499),
-  SNOOPI_QUEUE_FULL: createError('SNOOPI_QUEUE_FULL', 'The queue for model %s is full (%s images waiting); retry later', 429),
+  // A refusal under load: made by the thousand per second in a storm and logged without its stack, so none is captured.
+  SNOOPI_QUEUE_FULL: createError('SNOOPI_QUEUE_FULL', 'The queue for model %s is full (%s images waiting); retry later', 429, Error, false),
   SNOOPI_RATE_LIMITED: createError('SNOOPI_RATE_LIMITED', 'API key %s is over its limit of %s per minute; retry in %s s', 429),
   SNOOPI_NOT_READY: createError('SNOOPI_NOT_READY', 'The service is not ready: %s', 503),
   SNOOPI_SHUTTING_DOWN: createError('SNOOPI_SHUTTING_DOWN', 'The service is shutting down', 503),

@@ -15,6 +15,7 @@ import { pino } from 'pino';
 import { repoRoot } from '../src/config/paths.js';
 import type { Settings } from '../src/config/settings.js';
 import { loggerOptions } from '../src/http/app.js';
+import type { ModelRegistry } from '../src/registry/model-registry.js';
 import { TOKEN, auth } from './helpers/admin.js';
 import { build, testSettings } from './helpers/build.js';
 import { TEST_MODEL_DIR, TEST_MODEL_ID } from './helpers/test-model.js';
@@ -304,4 +305,49 @@ test('a credential in the query string is redacted in the logged request (reques
     notFoundLine,
     { reqId: 'missing', msg: 'request completed', url: undefined },
   ]);
+});
+
+// 7. /healthz under a storm: a full queue refuses before any work, and the event-loop delay is exported.
+
+test('a request refused for a full queue costs no text encoding; the event-loop delay is in /metrics', async (t) => {
+  const { url, service } = await build(t, { listen: true, settings: { maxBatch: 8, maxQueueRows: 8 } });
+  const post = (body: object) =>
+    fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(async (response) => ({
+      status: response.status,
+      code: ((await response.json()) as { code?: string }).code,
+    }));
+  const filler = { prompt: 'a red circle', seed: 1, num_images: 8 };
+  assert.equal((await post(filler)).status, 200, 'caches the fillers\' prompt and the empty negative prompt');
+  // Hold the engine: a batch of 8 runs and waits, one filler of 8 fills the queue.
+  const model = service.stats().activeModel!;
+  const { engine } = (service as unknown as { registry: ModelRegistry }).registry.loadedModel(model)!;
+  const generateRows = engine.generateRows.bind(engine);
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  engine.generateRows = async (rows) => {
+    await held;
+    return generateRows(rows);
+  };
+  const fillers = [post(filler), post(filler)];
+  const queue = () => service.stats().models.find((entry) => entry.id === model)!;
+  const misses = () => metric(url, 'snoopi_embedding_cache_misses_total');
+  let missesBefore: number | undefined;
+  try {
+    while (!(queue().busy && queue().queuedRows === 8)) await sleep(5);
+    missesBefore = await misses();
+    const refused = await Promise.all(Array.from({ length: 6 }, (_, index) => post({ prompt: `a storm of ${index} blue squares`, seed: 1, num_images: 8 })));
+    assert.deepEqual(refused, Array.from({ length: 6 }, () => ({ status: 429, code: 'SNOOPI_QUEUE_FULL' })));
+    assert.equal(await misses(), missesBefore, 'no refused prompt was encoded');
+  } finally {
+    release();
+  }
+  assert.deepEqual(await Promise.all(fillers), [{ status: 200, code: undefined }, { status: 200, code: undefined }]);
+  assert.deepEqual(await post({ prompt: 'a storm of 0 blue squares', seed: 1 }), { status: 200, code: undefined });
+  assert.equal(await misses(), missesBefore! + 1, 'an admitted new prompt is encoded once');
+
+  // Read over the time since the previous scrape (prom-client's perf_hooks histogram, reset at each scrape).
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const exported = [...text.matchAll(/^snoopi_nodejs_eventloop_lag_(\w+) /gm)].map(([, name]) => name);
+  assert.deepEqual(exported, ['seconds', 'min_seconds', 'max_seconds', 'mean_seconds', 'stddev_seconds', 'p50_seconds', 'p90_seconds', 'p99_seconds']);
+  assert.ok(Number((/^snoopi_nodejs_eventloop_lag_p99_seconds (\S+)$/m.exec(text) ?? [])[1]) > 0);
 });

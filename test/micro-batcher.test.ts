@@ -146,6 +146,25 @@ test('a full queue refuses with SNOOPI_QUEUE_FULL; an idle batcher still takes a
   assert.deepEqual(runner.batches, [['running'], ['queued', 'fits']]);
 });
 
+test('checkRoom refuses exactly what submit would refuse now, so a caller can refuse before preparing a request', async () => {
+  const runner = gatedRunner();
+  const { batcher: queue } = batcher(runner.runBatch, { maxQueueRows: 4 });
+  assert.doesNotThrow(() => queue.checkRoom(100), 'an idle batcher takes any request');
+  const running = queue.submit('running', { rows: 8 });
+  await runner.waitForBatches(1);
+  const queued = queue.submit('queued', { rows: 3 });
+  assert.throws(() => queue.checkRoom(2), {
+    code: 'SNOOPI_QUEUE_FULL',
+    statusCode: 429,
+    message: 'The queue for model model-x is full (3 images waiting); retry later',
+  });
+  assert.doesNotThrow(() => queue.checkRoom(1));
+  await runner.finishNext();
+  await runner.finishNext();
+  await Promise.all([running, queued]);
+  assert.deepEqual(runner.batches, [['running'], ['queued']]);
+});
+
 test('a request that cannot start before its deadline fails with SNOOPI_DEADLINE_EXCEEDED and is never run', async (t) => {
   // Deadline timers are unref()'d: they do not keep a process alive. Here nothing else would (a server's sockets do).
   const keepAlive = setInterval(() => {}, 1000);

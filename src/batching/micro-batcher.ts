@@ -91,13 +91,22 @@ export class MicroBatcher<I, R> {
     return this.running;
   }
 
+  /**
+   * Throws SNOOPI_QUEUE_FULL if `rows` more would be refused now, so that a caller can refuse a request before it
+   * prepares the request's inputs (under a storm of refusals, that work is what the event loop would spend its
+   * time on). submit() checks again: the queue may fill meanwhile.
+   */
+  checkRoom(rows: number): void {
+    const full = this.queueFull(rows);
+    if (full !== undefined) throw full;
+  }
+
   submit(input: I, { rows, signal, arrivedAt = performance.now() }: SubmitOptions): Promise<BatchedResult<R>> {
     if (this.closed) return Promise.reject(new errors.SNOOPI_SHUTTING_DOWN());
     if (!Number.isInteger(rows) || rows < 1) return Promise.reject(new RangeError(`rows must be a positive integer, got ${rows}`));
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.running && this.waitingRows + rows > this.options.maxQueueRows) {
-      return Promise.reject(new errors.SNOOPI_QUEUE_FULL(this.options.name, this.waitingRows));
-    }
+    const full = this.queueFull(rows);
+    if (full !== undefined) return Promise.reject(full);
     const submittedAt = performance.now();
     const waitedMs = submittedAt - arrivedAt;
     if (waitedMs > this.options.deadlineMs) return Promise.reject(this.deadlineError(waitedMs));
@@ -203,6 +212,12 @@ export class MicroBatcher<I, R> {
       this.notifyIdle();
     };
     settleNext();
+  }
+
+  /** The refusal of `rows` more rows while a batch runs and the queue holds maxQueueRows already. */
+  private queueFull(rows: number): Error | undefined {
+    if (!this.running || this.waitingRows + rows <= this.options.maxQueueRows) return undefined;
+    return new errors.SNOOPI_QUEUE_FULL(this.options.name, this.waitingRows);
   }
 
   private expire(waiting: Waiting<I, R>): void {

@@ -169,7 +169,8 @@ export class GenerationService {
 
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const arrivedAt = performance.now();
-    // 1. Check inputs: those that need no model, then the model, then the scale against the model's range.
+    // 1. Check inputs: those that need no model, then the model, then the scale against the model's range, then
+    //    room in the model's queue: a full queue refuses before any work is done for the request.
     if (this.closed) throw new errors.SNOOPI_SHUTTING_DOWN();
     checkRequest(request);
     const { signal } = request;
@@ -185,6 +186,7 @@ export class GenerationService {
       if (!(negativeScale >= 0 && negativeScale <= manifest.nasa.max_scale)) {
         throw new errors.SNOOPI_SCALE_OUT_OF_RANGE(negativeScale, manifest.nasa.max_scale, model.id);
       }
+      batcher.checkRoom(request.numImages);
 
       // 2. Tokenize.
       const encodeStartedAt = performance.now();
