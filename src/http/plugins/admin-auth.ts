@@ -6,6 +6,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import { errors } from '../../errors.js';
+import { bearerToken } from '../bearer-token.js';
 import { redactUrl } from '../request-log.js';
 
 declare module 'fastify' {
@@ -16,11 +17,10 @@ declare module 'fastify' {
 }
 
 const digest = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
-const bearer = /^Bearer +(\S+) *$/i;
 
 /** True when `authorization` is "Bearer <token>" with the expected token. */
 export function bearerMatches(authorization: string | undefined, expectedDigest: Buffer): boolean {
-  const presented = bearer.exec(authorization ?? '')?.[1];
+  const presented = bearerToken(authorization);
   return presented !== undefined && timingSafeEqual(digest(presented), expectedDigest);
 }
 

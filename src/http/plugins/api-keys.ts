@@ -12,6 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter } from 'prom-client';
 import { ApiKeys, type ApiKey } from '../../auth/api-keys.js';
 import { errors } from '../../errors.js';
+import { bearerToken } from '../bearer-token.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -25,7 +26,6 @@ declare module 'fastify' {
 }
 
 const windowMs = 60_000;
-const bearer = /^Bearer +(\S+) *$/i;
 const windowSeconds = (ttlMs: number): number => Math.max(1, Math.ceil(ttlMs / 1000));
 
 export default fp(
@@ -69,7 +69,7 @@ export default fp(
 
     app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       if (request.routeOptions.config.apiKey === undefined) return;
-      const presented = bearer.exec(request.headers.authorization ?? '')?.[1];
+      const presented = bearerToken(request.headers.authorization);
       const key = presented === undefined ? undefined : keys.find(presented);
       if (key === undefined) {
         reply.header('www-authenticate', 'Bearer realm="snoopi"');
