@@ -6,13 +6,11 @@ import { EmbeddingCache, type EmbeddingCacheStats } from '../cache/embedding-cac
 import type { EngineHealth, EngineOptions } from '../engine/engine.js';
 import type { ExecutionProvider, SessionSettings } from '../engine/onnx-runtime.js';
 import { errors } from '../errors.js';
-import { encodeImage, type ImageFormat } from '../images/image-encoder.js';
-import { imageSeed, randomSeed, seededNoise } from '../noise/seeded-noise.js';
+import { encodeImage, imageFormats, qualityRange, type ImageFormat } from '../images/image-encoder.js';
+import { MAX_SEED, imageSeed, randomSeed, seededNoise } from '../noise/seeded-noise.js';
 import { ModelRegistry, type LoadedModel, type ModelRegistryOptions, type RegistryLog } from '../registry/model-registry.js';
 
 export const MAX_IMAGES_PER_REQUEST = 8;
-export const MAX_SEED = 4294967295;
-const FORMATS: readonly ImageFormat[] = ['png', 'jpeg', 'webp'];
 
 export interface GenerateRequest {
   prompt: string;
@@ -25,7 +23,7 @@ export interface GenerateRequest {
   /** Default: the active model. */
   model?: string;
   format: ImageFormat;
-  /** 1..100, used by jpeg and webp. */
+  /** Within qualityRange (image-encoder.ts); used by jpeg and webp. */
   quality: number;
   /** Aborting before the request's batch starts drops it from the queue. */
   signal?: AbortSignal;
@@ -332,7 +330,10 @@ function checkRequest(request: GenerateRequest): void {
     problems.push(`seed must be an integer in 0..${MAX_SEED}`);
   }
   if (request.negativeScale !== undefined && !Number.isFinite(request.negativeScale)) problems.push('negativeScale must be a finite number');
-  if (!FORMATS.includes(request.format)) problems.push(`format must be one of ${FORMATS.join(', ')}`);
-  if (!Number.isInteger(request.quality) || request.quality < 1 || request.quality > 100) problems.push('quality must be an integer in 1..100');
+  if (!imageFormats.includes(request.format)) problems.push(`format must be one of ${imageFormats.join(', ')}`);
+  const { minimum, maximum } = qualityRange;
+  if (!Number.isInteger(request.quality) || request.quality < minimum || request.quality > maximum) {
+    problems.push(`quality must be an integer in ${minimum}..${maximum}`);
+  }
   if (problems.length > 0) throw new errors.SNOOPI_VALIDATION(problems.join('; '));
 }

@@ -2,7 +2,7 @@
 // body's format and num_images before any work is done; a conflict is a 406 that says what to change, never a
 // silent choice of something the client did not ask for.
 import { errors } from '../errors.js';
-import { imageFormats, type ImageFormat } from './schemas/generate.js';
+import { imageFormats, type ImageFormat } from '../images/image-encoder.js';
 
 export type Representation = { kind: 'json'; format: ImageFormat } | { kind: 'image'; format: ImageFormat };
 

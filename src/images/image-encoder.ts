@@ -3,7 +3,10 @@
 import sharp from 'sharp';
 import { writePng } from './png-writer.js';
 
-export type ImageFormat = 'png' | 'jpeg' | 'webp';
+export const imageFormats = ['png', 'jpeg', 'webp'] as const;
+export type ImageFormat = (typeof imageFormats)[number];
+/** jpeg's and webp's quality setting. */
+export const qualityRange = { minimum: 1, maximum: 100 } as const;
 
 export const CONTENT_TYPES: Record<ImageFormat, string> = {
   png: 'image/png',
@@ -29,7 +32,7 @@ export interface EncodedImage {
 }
 
 /**
- * Encodes `pixels` (row-major H x W x 3). `quality` (1..100) applies to jpeg and webp. `pixels` may be a view into
+ * Encodes `pixels` (row-major H x W x 3). `quality` (qualityRange) applies to jpeg and webp. `pixels` may be a view into
  * a larger batch buffer; it is read without copying.
  */
 export async function encodeImage(
@@ -42,8 +45,8 @@ export async function encodeImage(
   if (pixels.length !== width * height * 3) {
     throw new RangeError(`expected ${width}x${height}x3 = ${width * height * 3} bytes of RGB, got ${pixels.length}`);
   }
-  if (!Number.isInteger(quality) || quality < 1 || quality > 100) {
-    throw new RangeError(`quality must be an integer in 1..100, got ${quality}`);
+  if (!Number.isInteger(quality) || quality < qualityRange.minimum || quality > qualityRange.maximum) {
+    throw new RangeError(`quality must be an integer in ${qualityRange.minimum}..${qualityRange.maximum}, got ${quality}`);
   }
   if (format === 'png' && width * height <= PNG_WRITER_MAX_PIXELS) {
     return { data: writePng(pixels, width, height, { compressionLevel: PNG_COMPRESSION_LEVEL }), contentType: CONTENT_TYPES.png };

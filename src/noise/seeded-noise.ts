@@ -28,6 +28,8 @@
 import { randomInt } from 'node:crypto';
 
 const TWO_POW_32 = 4294967296;
+/** Seeds are unsigned 32-bit integers, 0..MAX_SEED. */
+export const MAX_SEED = TWO_POW_32 - 1;
 
 /** The seed of image `index` of a request with seed `requestSeed`: (requestSeed + index) mod 2^32. */
 export function imageSeed(requestSeed: number, index: number): number {
@@ -56,8 +58,8 @@ export function mulberry32(seed: number): () => number {
  * Writing into `out` lets the caller place an image's noise straight into a batch tensor.
  */
 export function seededNoise(seed: number, count: number, out: Float32Array = new Float32Array(count)): Float32Array {
-  if (!Number.isInteger(seed) || seed < 0 || seed >= TWO_POW_32) {
-    throw new RangeError(`seed must be an integer in 0..${TWO_POW_32 - 1}, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
+    throw new RangeError(`seed must be an integer in 0..${MAX_SEED}, got ${seed}`);
   }
   if (out.length < count) throw new RangeError(`output holds ${out.length} values, ${count} needed`);
   const next = mulberry32(seed);

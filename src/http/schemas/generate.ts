@@ -1,20 +1,20 @@
 // POST /generate (docs/design/http-api.md). Ranges that depend on the model (negative_scale's maximum, the
 // model id) are checked by the generation service, which knows the models; everything else is checked here.
 import { Type, type Static } from '@fastify/type-provider-typebox';
-import { MAX_IMAGES_PER_REQUEST, MAX_SEED } from '../../generation/generation-service.js';
+import { MAX_IMAGES_PER_REQUEST } from '../../generation/generation-service.js';
+import { imageFormats, qualityRange } from '../../images/image-encoder.js';
+import { MAX_SEED } from '../../noise/seeded-noise.js';
 import { errorResponses } from './error.js';
 import { apiKeySecurity } from './security.js';
 
-export const imageFormats = ['png', 'jpeg', 'webp'] as const;
-export type ImageFormat = (typeof imageFormats)[number];
 export const MAX_PROMPT_LENGTH = 2000;
 /** The jpeg and webp encoders' quality: its range and the default of both APIs. */
-export const imageQuality = { minimum: 1, maximum: 100, default: 90 } as const;
+export const imageQuality = { ...qualityRange, default: 90 } as const;
 
 export const GenerateBody = Type.Object(
   {
     prompt: Type.String({ minLength: 1, maxLength: MAX_PROMPT_LENGTH, description: "tokenized to the model's max length; see truncated" }),
-    negative_prompt: Type.Optional(Type.String({ maxLength: 2000, default: '', description: 'applied with NASA in cross-attention' })),
+    negative_prompt: Type.Optional(Type.String({ maxLength: MAX_PROMPT_LENGTH, default: '', description: 'applied with NASA in cross-attention' })),
     negative_scale: Type.Optional(
       Type.Number({ minimum: 0, description: "NASA scale, 0..the model's nasa.max_scale; 0 disables NASA; default: the model's nasa.default_scale with a negative prompt, else 0" }),
     ),

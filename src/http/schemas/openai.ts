@@ -3,8 +3,9 @@
 // fields both APIs share reuse /generate's schemas; OpenAI's own fields take this service's ranges.
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { MAX_IMAGES_PER_REQUEST } from '../../generation/generation-service.js';
+import { imageFormats, type ImageFormat } from '../../images/image-encoder.js';
 import { errorResponsesWith } from './error.js';
-import { GenerateBody, MAX_PROMPT_LENGTH, imageFormats, imageQuality } from './generate.js';
+import { GenerateBody, MAX_PROMPT_LENGTH, imageQuality } from './generate.js';
 import { apiKeySecurity } from './security.js';
 
 // OpenAPI 3.0's spelling of "a string or null"; fast-json-stringify reads `nullable` too.
@@ -76,7 +77,7 @@ export type ImageGenerationBody = Static<typeof ImageGenerationBody> & {
   n: number;
   size: string;
   response_format: (typeof responseFormats)[number];
-  output_format: (typeof imageFormats)[number];
+  output_format: ImageFormat;
   negative_prompt: string;
 };
 
