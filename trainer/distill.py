@@ -149,10 +149,16 @@ RANDOM_GUIDANCE = {"unet-eps": (0.5, 4.0), "unet-v": (0.5, 4.0), "dit": (0.5, 3.
 GUIDANCE_KEYS = {"fixed": {"fixed"}, "random": {"min", "max"}, "random-teacher-only": {"min", "max", "fixed"},
                  "random-lora-only": {"min", "max", "fixed"}}
 METHOD_MODES = {"sb": ("fixed",), "pg-sb": ("random", "random-teacher-only", "random-lora-only")}
+# The ranges an operator may use, inclusive. The admin endpoint's (src/jobs/job-spec.ts, FINETUNE_LIMITS) lie within
+# them for guidance, steps and batch_size, and equal this seed range (test/jobs-trainer-limits.test.ts checks both).
 MAX_GUIDANCE = 50.0
+RANGES = {"steps": (1, 10 ** 7), "batch_size": (1, 4096), "seed": (0, 999), "lora_rank": (1, 1024),
+          "lora_steps": (1, 100), "eval_every": (0, 10 ** 7), "eval_n": (2, 100000), "log_every": (1, 10 ** 6),
+          "threads": (1, 1024), "checkpoint_every_s": (1, 10 ** 6), "time_budget_s": (0, 10 ** 7),
+          "warm_start_pairs": (1, 10 ** 6)}
 RESUMABLE_CHANGES = {"steps", "eval_every", "eval_n", "log_every", "threads", "device", "checkpoint_every_s",
                      "write_package", "time_budget_s", "nasa_default_scale", "nasa_max_scale"}  # a rerun may change
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # model.json's id (src/registry/model-manifest.ts)
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # src/registry/model-manifest.ts's MODEL_ID_PATTERN
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 STUDENT_LR_SCHEDULES = ("constant", "cosine")
 
@@ -215,12 +221,8 @@ def validate(config, out_dir: str) -> dict:
     """Range and consistency checks beyond the types that configure() checked; returns the run's settings (the
     config with guidance and the teacher resolved, the model id, run_dir). Raises ConfigError."""
     _check(config["method"] in METHOD_MODES, f"method must be pg-sb or sb, got {config['method']!r}")
-    for key, low, high in (("steps", 1, 10 ** 7), ("batch_size", 1, 4096), ("seed", 0, 999), ("lora_rank", 1, 1024),
-                           ("lora_steps", 1, 100),
-                           ("eval_every", 0, 10 ** 7), ("eval_n", 2, 100000), ("log_every", 1, 10 ** 6),
-                           ("threads", 1, 1024), ("checkpoint_every_s", 1, 10 ** 6),
-                           ("time_budget_s", 0, 10 ** 7), ("warm_start_steps", 0, config["steps"] - 1),
-                           ("warm_start_pairs", 1, 10 ** 6), ("lora_warmup_steps", 0, config["steps"] - 1)):
+    ranges = dict(RANGES, warm_start_steps=(0, config["steps"] - 1), lora_warmup_steps=(0, config["steps"] - 1))
+    for key, (low, high) in ranges.items():
         _check(low <= config[key] <= high, f"{key} must be in [{low}, {high}], got {config[key]}")
     _check(_number(config["regression_weight"]) and 0.0 <= config["regression_weight"] <= 1e6,
            f"regression_weight must be in [0, 1e6], got {config['regression_weight']}")

@@ -22,10 +22,15 @@ export interface FinetuneSpec {
   name: string;
 }
 
-export const MAX_GUIDANCE = 20;
-
-/** model.json's id pattern (src/registry/model-manifest.ts); also the package's folder name. */
-export const MODEL_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
+/** What a job may ask for, inclusive. Each range lies within trainer.distill's (its RANGES and MAX_GUIDANCE), which
+ * an operator running the trainer by hand may use in full; the seed range is the trainer's exactly (its seeds from 1000
+ * up are evaluation sets). test/jobs-trainer-limits.test.ts checks both against trainer/distill.py. */
+export const FINETUNE_LIMITS = {
+  guidance: { minimum: 0, maximum: 20 },
+  steps: { minimum: 1, maximum: 100_000 },
+  batch_size: { minimum: 1, maximum: 1024 },
+  seed: { minimum: 0, maximum: 999 },
+} as const;
 
 /** Folder names under the models root that are not packages: an id may not take them. */
 export const RESERVED_MODEL_IDS: readonly string[] = ['base'];

@@ -7,6 +7,10 @@ import { isAbsolute, join, normalize, sep } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 
+/** A model's id, also its package's folder name and the name a fine-tune job gives its model; trainer/distill.py's
+ * ID_PATTERN is the same (test/jobs-trainer-limits.test.ts). */
+export const MODEL_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
+
 const PositiveInteger = Type.Integer({ minimum: 1 });
 const TokenId = Type.Integer({ minimum: 0 });
 const Scale = Type.Number({ minimum: 0 });
@@ -18,7 +22,7 @@ export const PackageFileSchema = Type.Object({
 
 export const ModelManifestSchema = Type.Object({
   format_version: Type.Literal(1),
-  id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' }),
+  id: Type.String({ pattern: MODEL_ID_PATTERN }),
   display_name: Type.String({ minLength: 1 }),
   backbone: Type.String({ minLength: 1 }),
   parameterization: Type.Union([Type.Literal('eps'), Type.Literal('v'), Type.Literal('x0')]),

@@ -5,7 +5,8 @@
 import { Type, type Static, type TSchema } from '@fastify/type-provider-typebox';
 import { BACKBONE_PATTERN } from '../../jobs/backbones.js';
 import { JOB_STAGES, JOB_STATUSES } from '../../jobs/job-record.js';
-import { MAX_GUIDANCE, MODEL_ID_PATTERN } from '../../jobs/job-spec.js';
+import { FINETUNE_LIMITS } from '../../jobs/job-spec.js';
+import { MODEL_ID_PATTERN } from '../../registry/model-manifest.js';
 import { errorResponses } from './error.js';
 
 const security = [{ bearerAuth: [] }];
@@ -13,7 +14,7 @@ const security = [{ bearerAuth: [] }];
 /** OpenAPI 3.0's spelling of "this or null"; fast-json-stringify reads `nullable` too. */
 const Nullable = <T extends TSchema>(schema: T) => Type.Unsafe<Static<T> | null>({ ...schema, nullable: true });
 
-const Kappa = Type.Number({ minimum: 0, maximum: MAX_GUIDANCE });
+const Kappa = Type.Number(FINETUNE_LIMITS.guidance);
 
 const GuidanceRange = Type.Object(
   { min: Kappa, max: Kappa },
@@ -30,12 +31,12 @@ const specFields = {
   method: Type.Enum(['pg-sb', 'sb'], { type: 'string', default: 'pg-sb', description: 'pg-sb: random kappa (PG-SB); sb: fixed kappa (SwiftBrush)' }),
   guidance: Type.Optional(
     Type.Union([GuidanceRange, GuidanceFixed], {
-      description: "{min, max} for pg-sb, {fixed} for sb, 0..20; default: the trainer's for the backbone (U(0.5, 4) for UNets, U(0.5, 3) for the DiT; 4.5 fixed)",
+      description: `{min, max} for pg-sb, {fixed} for sb, ${FINETUNE_LIMITS.guidance.minimum}..${FINETUNE_LIMITS.guidance.maximum}; default: the trainer's for the backbone (U(0.5, 4) for UNets, U(0.5, 3) for the DiT; 4.5 fixed)`,
     }),
   ),
-  steps: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: 'student steps' }),
-  batch_size: Type.Integer({ minimum: 1, maximum: 1024, default: 32, description: 'per trainer process' }),
-  seed: Type.Integer({ minimum: 0, maximum: 999, default: 0, description: 'prompt stream and init seed (1000 and up are evaluation sets)' }),
+  steps: Type.Integer({ ...FINETUNE_LIMITS.steps, default: 1000, description: 'student steps' }),
+  batch_size: Type.Integer({ ...FINETUNE_LIMITS.batch_size, default: 32, description: 'per trainer process' }),
+  seed: Type.Integer({ ...FINETUNE_LIMITS.seed, default: 0, description: `prompt stream and init seed (${FINETUNE_LIMITS.seed.maximum + 1} and up are evaluation sets)` }),
   name: Type.String({ pattern: MODEL_ID_PATTERN, description: 'the id of the model the job makes' }),
 };
 
