@@ -10,14 +10,20 @@
 #     TEACHER_INIT=models/base RUNS=runs/world3 ... (stage 2 continues the committed teachers: train_teacher init_from,
 #     fresh optimizer, lr TEACHER_LR, default 3e-4, instead of training from scratch at 1e-3 / 5e-4 for the DiT)
 #     STUDENT_LR=1e-4 ... (the students' AdamW lr, default 3e-5)
+#     SEEDS="0 1 2" ABLATIONS="unet-eps unet-v dit" ... (the claim's grid: every student once per seed, named -s<seed>,
+#     and PG-SB's two one-sided ablations on these backbones; default seed 0 and the ablations on unet-eps only)
+#     DIT_REGRESS_ONTO=models/base/teacher-unet-eps.pt ... (stage 2's DiT regresses onto that teacher's predictions:
+#     train_teacher regress_onto) REGRESSION_WEIGHT=0.25 ... (distill regression_weight: DMD's regression beside VSD)
 #
 # 1. encode the teachers' training set once ($RUNS/cache, shared by the three runs)
 # 2. train unet-eps, unet-v and dit concurrently, each fitted to TEACHER_S seconds (train_teacher time_budget_s)
 # 3. evaluate each teacher (25-step DDIM, CFG 4.5 / 2 / 7.5), save its sample grid, export models/base/teacher-*.pt
-# 4. distil the 8 students concurrently, each fitted to DISTILL_S seconds (distill time_budget_s, no ONNX export)
-# 5. evaluate every teacher and student (trainer.evaluate: alignment, CLIP score, FID, NASA sweep, ms/image)
-# BUNDLE (optional): after 3 the teachers, at the end the students named by the glob BUNDLE_STUDENTS (default *pgsb),
-# logs, grids and results, as tar parts of <= 15 MB there (a lent GPU's output folder), so that a run cut short still returns what it finished.
+# 4. distil the students concurrently (SB, PG-SB, the ablations where ABLATIONS says, per seed), each fitted to
+#    DISTILL_S seconds (distill time_budget_s, no ONNX export)
+# 5. evaluate every teacher and student (trainer.evaluate: alignment, CLIP score, FID, NASA sweep, spread, ms/image)
+# BUNDLE (optional): after 3 the teachers, at the end the students named by the glob BUNDLE_STUDENTS (default *pgsb*:
+# PG-SB and its ablations, every seed), logs, grids and results, as tar parts of <= 15 MB there (a lent GPU's output
+# folder), so that a run cut short still returns what it finished.
 # Each process logs to $RUNS/logs/<name>.log. A failed process does not stop the others: later stages skip what
 # depends on it, and the script exits 1 at the end.
 set -euo pipefail
@@ -27,12 +33,15 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 DEVICE=${DEVICE:-cpu}
 RUNS=${RUNS:-runs/world}
 read -r -a BACKBONES <<<"${BACKBONES:-unet-eps unet-v dit}"
+read -r -a SEED_LIST <<<"${SEEDS:-0}"
+ABLATIONS=" ${ABLATIONS:-unet-eps} "
 STAGES=" ${STAGES:-1 2 3 4 5} "
 STUDENTS=${STUDENTS:-}  # empty: all eight
 if [ "${SMOKE:-0}" = 1 ]; then
   TEACHER_S=${TEACHER_S:-20}; DISTILL_S=${DISTILL_S:-20}; DATASET=512; TEACHER_BATCH=8; DISTILL_BATCH=4; DDIM=2
   TEACHERS=$RUNS/base; ALIGN_N=4; EVAL=(--n $ALIGN_N --fid-n 4 --images-per-pair 1 --nasa-scales 0.5)
-  TEACHER_EXTRA=(--max_steps=60 --eval_prompts=2 --eval_every=30); DISTILL_EXTRA=(--steps=60 --eval_every=30 --eval_n=4)
+  TEACHER_EXTRA=(--max_steps=60 --eval_prompts=2 --eval_every=30)
+  DISTILL_EXTRA=(--steps=60 --eval_every=30 --eval_n=4 --warm_start_pairs=8)
   UNET_MODEL=('--model={"block_channels": [16, 32], "attention_levels": [false, true], "norm_groups": 8}')
   DIT_MODEL=('--model={"hidden_size": 32, "depth": 1, "heads": 2}')
 else
@@ -79,6 +88,7 @@ for b in "${BACKBONES[@]}"; do
   lr=1e-3; model=("${UNET_MODEL[@]}"); init=()
   if [ "$b" = dit ]; then lr=5e-4; model=("${DIT_MODEL[@]}"); fi
   if [ -n "${TEACHER_INIT:-}" ]; then lr=3e-4; init=(--init_from="$TEACHER_INIT/teacher-$b.pt" --warmup_steps=100); fi
+  if [ "$b" = dit ] && [ -n "${DIT_REGRESS_ONTO:-}" ]; then init+=(--regress_onto="$DIT_REGRESS_ONTO"); fi
   run "teacher-$b" "$PYTHON" -m trainer.train_teacher "trainer/configs/teacher-$b.json" --device="$DEVICE" \
     --dataset_size=$DATASET --cache_dir="$RUNS/cache" --batch_size=$TEACHER_BATCH --learning_rate="${TEACHER_LR:-$lr}" \
     --time_budget_s="$TEACHER_S" \
@@ -101,21 +111,28 @@ fi
 
 if [[ $STAGES == *" 4 "* ]]; then
 stage "4. students, $DISTILL_S s each"
-distill() {  # name backbone method [extra keys]
-  local name=$1 backbone=$2 method=$3; shift 3
+distill() {  # name backbone method [extra keys]: once per seed of SEEDS (named <name>-s<seed> when there are several)
+  local base=$1 backbone=$2 method=$3; shift 3
   [ -f "$TEACHERS/teacher-$backbone.pt" ] || return 0
-  [ -z "$STUDENTS" ] || [[ " $STUDENTS " == *" $name "* ]] || return 0
-  run "distill-$name" "$PYTHON" -m trainer.distill --config "trainer/configs/distill-$backbone.json" \
-    --out "$RUNS/packages/$name" --backbone="$TEACHERS/teacher-$backbone.pt" --method="$method" \
-    --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr="${STUDENT_LR:-3e-5}" --device="$DEVICE" --write_package=false \
-    --run_dir="$RUNS/distill/$name" "${DISTILL_EXTRA[@]}" "$@"
+  [ -z "$STUDENTS" ] || [[ " $STUDENTS " == *" $base "* ]] || return 0
+  for seed in "${SEED_LIST[@]}"; do
+    local name=$base
+    [ ${#SEED_LIST[@]} = 1 ] || name=$base-s$seed
+    run "distill-$name" "$PYTHON" -m trainer.distill --config "trainer/configs/distill-$backbone.json" \
+      --out "$RUNS/packages/$name" --backbone="$TEACHERS/teacher-$backbone.pt" --method="$method" --seed="$seed" \
+      --batch_size=$DISTILL_BATCH --time_budget_s="$DISTILL_S" --student_lr="${STUDENT_LR:-3e-5}" --device="$DEVICE" \
+      --regression_weight="${REGRESSION_WEIGHT:-0}" --write_package=false --run_dir="$RUNS/distill/$name" \
+      "${DISTILL_EXTRA[@]}" "$@"
+  done
 }
 for b in "${BACKBONES[@]}"; do
   distill "shapes-$b-sb" "$b" sb
   distill "shapes-$b-pgsb" "$b" pg-sb
+  if [[ $ABLATIONS == *" $b "* ]]; then
+    distill "shapes-$b-pgsb-teacher-only" "$b" pg-sb --guidance_mode=random-teacher-only
+    distill "shapes-$b-pgsb-lora-only" "$b" pg-sb --guidance_mode=random-lora-only
+  fi
 done
-distill shapes-unet-eps-pgsb-teacher-only unet-eps pg-sb --guidance_mode=random-teacher-only
-distill shapes-unet-eps-pgsb-lora-only unet-eps pg-sb --guidance_mode=random-lora-only
 join
 fi
 
@@ -135,7 +152,7 @@ done
 join
 fi
 
-bundle students "$RUNS"/distill/${BUNDLE_STUDENTS:-*pgsb}/student.* "$RUNS/logs" "$RUNS/grids" "$RUNS/results" \
+bundle students "$RUNS"/distill/${BUNDLE_STUDENTS:-*pgsb*}/student.* "$RUNS/logs" "$RUNS/grids" "$RUNS/results" \
   "$RUNS"/distill/*/progress.jsonl
 [ -z "${BUNDLE:-}" ] || ls -l "$BUNDLE"
 stage "done, $failures failed"

@@ -116,7 +116,8 @@ def test_configs_parse():
     from trainer.configurator import configure
     paths = sorted(glob.glob("trainer/configs/teacher-*.json"))
     assert [os.path.basename(path) for path in paths] == [
-        "teacher-dit-continue.json", "teacher-dit-skips-continue.json", "teacher-dit-skips.json", "teacher-dit.json",
+        "teacher-dit-continue.json", "teacher-dit-regress.json", "teacher-dit-skips-continue.json",
+        "teacher-dit-skips.json", "teacher-dit.json",
         "teacher-unet-eps-continue.json", "teacher-unet-eps.json", "teacher-unet-v-continue.json",
         "teacher-unet-v.json"]
     for path in paths:
@@ -126,6 +127,8 @@ def test_configs_parse():
         if config["init_from"]:  # a continuation starts from the committed teacher of its own backbone
             assert config["init_from"] == f"models/base/teacher-{config['backbone']}.pt"
             assert os.path.isfile(config["init_from"])
+        if config["regress_onto"]:  # a committed teacher
+            assert os.path.isfile(config["regress_onto"]) and config["regress_onto"].startswith("models/base/teacher-")
 
 
 def test_alignment_of_real_images_is_perfect_and_split_by_object_count():

@@ -48,9 +48,13 @@ def test_smoke_run_trains_distils_evaluates_and_bundles(tmp_path):
     assert not any(name.endswith("distill/shapes-dit-sb/student.pt") for name in students)  # only *pgsb by default
     assert any(name.endswith("results/shapes-dit-sb.json") for name in students)
 
-    # TEACHER_INIT: a second world continues the first one's teacher (init_from) instead of training from scratch
+    # TEACHER_INIT: a second world continues the first one's teacher (init_from) instead of training from scratch,
+    # here regressing onto the first world's teacher (DIT_REGRESS_ONTO), then distils PG-SB once per seed with the
+    # regression beside VSD (SEEDS, REGRESSION_WEIGHT)
     runs2 = tmp_path / "runs2"
-    env2 = dict(env, RUNS=str(runs2), STAGES="1 2 3", TEACHER_INIT=str(runs / "base"))
+    env2 = dict(env, RUNS=str(runs2), STAGES="1 2 3 4", TEACHER_INIT=str(runs / "base"), SEEDS="3 4",
+                STUDENTS="shapes-dit-pgsb", DIT_REGRESS_ONTO=str(runs / "base" / "teacher-dit.pt"),
+                REGRESSION_WEIGHT="0.5")
     del env2["BUNDLE"]
     result = subprocess.run(["bash", "trainer/train_world.sh"], cwd=REPO, env=env2, capture_output=True, text=True,
                             timeout=900)
@@ -60,3 +64,8 @@ def test_smoke_run_trains_distils_evaluates_and_bundles(tmp_path):
     assert continued["init"]["steps"] == record["steps"]
     assert continued["total_steps"] == record["steps"] + continued["steps"]
     assert continued["recipe"]["learning_rate"] == 3e-4
+    assert continued["recipe"]["regress_onto"] == str(runs / "base" / "teacher-dit.pt")
+    for seed in (3, 4):
+        recipe = json.loads((runs2 / "distill" / f"shapes-dit-pgsb-s{seed}" / "student.json").read_text())["recipe"]
+        assert (recipe["seed"], recipe["regression_weight"], recipe["method"]) == (seed, 0.5, "pg-sb")
+    assert sorted(os.listdir(runs2 / "distill")) == ["shapes-dit-pgsb-s3", "shapes-dit-pgsb-s4"]
