@@ -8,9 +8,10 @@
 //
 // At most maxLoadedModels models stay loaded: beyond it the least recently leased model that is neither active nor
 // being activated is retired the same way, checked when a load completes (the model just loaded is spared, its
-// requests are waiting for it) and when a lease ends. A rescan never takes a loaded model away: when the package of a loaded model has
-// vanished or no longer validates, the model keeps serving from memory, is listed as stale (log and /metrics), and
-// is simply not loaded again once it has been unloaded.
+// requests are waiting for it) and when a lease ends.
+//
+// A rescan never takes a loaded model away: when the package of a loaded model has vanished or no longer validates,
+// the model keeps serving from memory, is listed as stale (log and /metrics), and is not loaded again once unloaded.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroBatcher, type BatchReport } from '../batching/micro-batcher.js';
