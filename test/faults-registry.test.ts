@@ -22,7 +22,11 @@ async function modelsFolder(t: TestContext, ids: string[]): Promise<string> {
 }
 
 async function generate(url: string, body: object): Promise<{ status: number; body: Record<string, unknown> }> {
-  const response = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a red circle', seed: 1, ...body }) });
+  const response = await fetch(`${url}/generate`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'a red circle', seed: 1, ...body }),
+  });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 

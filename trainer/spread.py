@@ -29,7 +29,8 @@ def prompts(kind: str) -> list:
     if kind == "background":
         return [f"{shapes.article(color)} {color} {shape}" for color in shapes.COLORS for shape in shapes.SHAPES]
     if kind == "color":
-        return [f"a {shape} on a {background} background" for shape in shapes.SHAPES for background in shapes.BACKGROUNDS]
+        return [f"a {shape} on a {background} background"
+                for shape in shapes.SHAPES for background in shapes.BACKGROUNDS]
     if kind == "size":
         return [f"{shapes.article(color)} {color} {shape} on a {background} background"
                 for color in shapes.COLORS for shape in shapes.SHAPES for background in shapes.BACKGROUNDS]

@@ -12,8 +12,9 @@ spending most of each step on it; the three teachers share one cache. Each step 
 Loss: 10% of captions dropped to "" (for CFG), t ~ U{0..999}, MSE on the backbone's own target (eps or v) with
 min-SNR-gamma weights. regress_onto names a trained teacher (any backbone): the target is then that teacher's
 prediction at the same (x_t, t, text), converted to this backbone's parameterization, instead of the data's own
-(knowledge distillation of the denoiser: a deterministic target, the same for both CFG branches). AdamW with warmup + cosine decay, gradient clipping, an EMA of the weights (what sampling,
-evaluation and export use). Resumes from <out_dir>/ckpt.pt (weights + EMA + optimizer + RNG); saves every
+(knowledge distillation of the denoiser: a deterministic target, the same for both CFG branches).
+AdamW with warmup + cosine decay, gradient clipping, an EMA of the weights (what sampling, evaluation and export
+use). Resumes from <out_dir>/ckpt.pt (weights + EMA + optimizer + RNG); saves every
 checkpoint_every_s seconds, at the end and on SIGTERM. init_from continues an earlier teacher (same backbone and
 model args, or the same plus long skips) with a fresh optimizer and schedule; the checkpoint and the exported record
 name it (path, sha256, steps, recipe) as `init`. Every eval_every steps the EMA model's judge alignment on

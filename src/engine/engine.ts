@@ -302,7 +302,11 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   const { channels: C, height: h, width: w } = manifest.latent;
   const { height: H, width: W } = manifest.image;
   const problems = [
-    ...signatureProblems(firstTextEncoder, [{ name: 'input_ids', type: 'int64', dims: ['B', L] }], [{ name: 'last_hidden_state', type: 'float32', dims: ['B', L, D] }]),
+    ...signatureProblems(
+      firstTextEncoder,
+      [{ name: 'input_ids', type: 'int64', dims: ['B', L] }],
+      [{ name: 'last_hidden_state', type: 'float32', dims: ['B', L, D] }],
+    ),
     ...signatureProblems(
       firstGenerator,
       [
