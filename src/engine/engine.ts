@@ -3,8 +3,9 @@
 // generator batch. Tensors cross the thread boundary by transferring their buffers, without copies; a caller hands
 // over the arrays it passes in and must not use them afterwards.
 //
-// A worker that dies (a crash in native code, an exit) fails the calls it was running with SNOOPI_ENGINE_FAILED and
-// is started again at once; calls made meanwhile wait for the new one. health() says what happened.
+// A worker that ends (an uncaught error, an exit) fails the calls handed to it with SNOOPI_ENGINE_FAILED and is
+// started again at once; calls made meanwhile wait for the new one. health() says what happened. (A crash inside
+// onnxruntime's native code ends the whole process, not only its thread.)
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { errors } from '../errors.js';
